@@ -143,6 +143,9 @@ impl HashKeyRange {
     /// CreateStream: equal widths, the last range taking the remainder.
     pub fn uniform(count: u32) -> Vec<HashKeyRange> {
         assert!(count >= 1);
+        if count == 1 {
+            return vec![HashKeyRange::FULL];
+        }
         // floor(2^128 / count), computed without overflowing u128.
         let count_wide = u128::from(count);
         let width = u128::MAX / count_wide + (u128::MAX % count_wide + 1) / count_wide;
