@@ -9,6 +9,7 @@
 
 pub mod format;
 pub mod segment;
+pub mod shard_log;
 pub mod sim;
 pub mod storage;
 pub mod types;

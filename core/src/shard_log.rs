@@ -1,0 +1,515 @@
+//! A shard's log: an ordered list of segments, the next sequence number, group commit of
+//! batches, reads from a sequence position, iterator resolution and retention trimming.
+//! Single-owner: one task holds a `ShardLog` and serves every request for it in turn.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+
+use crate::format::{self, BatchBody, BodyRecord, FrameMeta};
+use crate::segment::{self, parse_segment_file_name, ScanError, Segment};
+use crate::storage::{IoError, Storage};
+use crate::types::{Record, SequenceNumber, StoredRecord};
+
+/// Sizing of a shard's segments.
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    /// A segment is sealed once its data area would pass this many bytes.
+    pub segment_bytes: u64,
+    /// Space reserved for a new segment file up front.
+    pub prealloc_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { segment_bytes: 128 << 20, prealloc_bytes: 128 << 20 }
+    }
+}
+
+/// Where a read starts, as Kinesis' iterator types say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    TrimHorizon,
+    Latest,
+    AtSequence(SequenceNumber),
+    AfterSequence(SequenceNumber),
+    AtTimestamp { arrival_ms: i64 },
+}
+
+/// Bounds of one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+/// What a read returns.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOutcome {
+    pub records: Vec<StoredRecord>,
+    /// The position to continue from: one past the last record returned.
+    pub next: u128,
+    /// How far the last record returned is behind the newest record of the shard.
+    pub millis_behind_latest: i64,
+    /// True when `next` is past every record currently stored.
+    pub caught_up: bool,
+}
+
+/// Failures of appends.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("shard log {dir}: {source}")]
+    Io { dir: String, source: IoError },
+    #[error("shard log {dir} failed earlier and must be recovered: {cause}")]
+    Poisoned { dir: String, cause: String },
+    #[error("shard log {dir} is closed to writes")]
+    Closed { dir: String },
+    #[error("shard log {dir}: {source}")]
+    Scan { dir: String, source: ScanError },
+    #[error("sequence number {sequence} does not belong to shard log {dir}")]
+    ForeignSequence { dir: String, sequence: u128 },
+}
+
+/// Sealed segments that retention detached; their files are to be removed.
+pub struct Expired(pub Vec<String>);
+
+pub struct ShardLog<S: Storage> {
+    storage: S,
+    dir: String,
+    epoch: u64,
+    config: LogConfig,
+    segments: VecDeque<Segment<S::File>>,
+    next_sequence: u128,
+    last_arrival_ms: i64,
+    poisoned: Option<String>,
+    closed: bool,
+    /// Frames of the group being committed; reused between commits.
+    frame_buf: Vec<u8>,
+}
+
+impl<S: Storage + Clone> ShardLog<S> {
+    /// Opens (recovering every segment) or creates the log in `dir`. Sequence numbers of
+    /// this shard are `epoch << 64 | counter`.
+    pub async fn open(storage: &S, dir: &str, epoch: u64, config: LogConfig) -> Result<Self, LogError> {
+        let io = |source| LogError::Io { dir: dir.to_owned(), source };
+        storage.create_dir_all(dir).await.map_err(io)?;
+        let mut ids: Vec<u64> =
+            storage.list(dir).await.map_err(io)?.iter().filter_map(|name| parse_segment_file_name(name)).collect();
+        ids.sort_unstable();
+        let mut segments = VecDeque::new();
+        let mut next_sequence = SequenceNumber::new(epoch, 0).0;
+        let mut last_arrival_ms = 0;
+        for id in ids {
+            match segment::recover(storage, dir, id).await.map_err(io)? {
+                Some((segment, _recovered)) => {
+                    next_sequence = next_sequence.max(segment.base_sequence);
+                    if let Some(last) = segment.stats.last_sequence {
+                        next_sequence = next_sequence.max(last + 1);
+                    }
+                    last_arrival_ms = last_arrival_ms.max(segment.stats.last_arrival_ms);
+                    segments.push_back(segment);
+                }
+                None => {
+                    // Never became valid, so it holds nothing acknowledged.
+                    let path = crate::storage::join(dir, &segment::segment_file_name(id));
+                    storage.remove(&path).await.map_err(io)?;
+                    storage.sync_dir(dir).await.map_err(io)?;
+                }
+            }
+        }
+        Ok(ShardLog {
+            storage: storage.clone(),
+            dir: dir.to_owned(),
+            epoch,
+            config,
+            segments,
+            next_sequence,
+            last_arrival_ms,
+            poisoned: None,
+            closed: false,
+            frame_buf: Vec::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_sequence(&self) -> u128 {
+        self.next_sequence
+    }
+
+    /// The lowest sequence number still stored, or `next_sequence` if none is.
+    pub fn first_sequence(&self) -> u128 {
+        self.segments
+            .iter()
+            .find_map(|segment| segment.stats.first_sequence)
+            .unwrap_or(self.next_sequence)
+    }
+
+    pub fn last_arrival_ms(&self) -> i64 {
+        self.last_arrival_ms
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Stops writes for good (the shard was split or merged). Returns the last sequence
+    /// number the shard will ever hold.
+    pub fn close(&mut self) -> u128 {
+        self.closed = true;
+        self.next_sequence.saturating_sub(1).max(SequenceNumber::new(self.epoch, 0).0)
+    }
+
+    /// Appends a group of batches, each becoming one frame, with one fdatasync per segment
+    /// touched. Returns each batch's first sequence number once all are durable. On error
+    /// nothing is acknowledged (some batches may still be durable: at-least-once) and the log
+    /// refuses writes until reopened, because after a failed fdatasync the page cache can no
+    /// longer be trusted to say what is on disk.
+    pub async fn append_group(&mut self, batches: Vec<Vec<Record>>, now_ms: i64) -> Result<Vec<u128>, LogError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(LogError::Poisoned { dir: self.dir.clone(), cause: cause.clone() });
+        }
+        if self.closed {
+            return Err(LogError::Closed { dir: self.dir.clone() });
+        }
+        let arrival_ms = now_ms.max(self.last_arrival_ms);
+        let mut bases = Vec::with_capacity(batches.len());
+        let mut frames = std::mem::take(&mut self.frame_buf);
+        frames.clear();
+        let mut metas = Vec::with_capacity(batches.len());
+        let mut sequence = self.next_sequence;
+        for batch in batches {
+            assert!(!batch.is_empty(), "empty batch");
+            let count = u32::try_from(batch.len()).expect("batch of over 4G records");
+            let body = BatchBody {
+                records: batch
+                    .into_iter()
+                    .map(|record| BodyRecord {
+                        partition_key: record.partition_key.as_str().to_owned(),
+                        data: record.data,
+                    })
+                    .collect(),
+            };
+            let meta = FrameMeta {
+                base_sequence: sequence,
+                record_count: count,
+                first_arrival_ms: arrival_ms,
+                last_arrival_ms: arrival_ms,
+            };
+            format::encode_frame(&mut frames, meta, &format::encode_batch_body(&body));
+            bases.push(sequence);
+            metas.push(meta);
+            sequence += u128::from(count);
+        }
+        // Whatever happens next, these numbers may be on disk: never hand them out again.
+        self.next_sequence = sequence;
+        let result = self.commit_frames(&frames, &metas, now_ms).await;
+        self.frame_buf = frames;
+        match result {
+            Ok(()) => {
+                self.last_arrival_ms = arrival_ms;
+                Ok(bases)
+            }
+            Err(source) => {
+                self.poisoned = Some(source.to_string());
+                Err(LogError::Io { dir: self.dir.clone(), source })
+            }
+        }
+    }
+
+    async fn commit_frames(&mut self, frames: &[u8], metas: &[FrameMeta], now_ms: i64) -> Result<(), IoError> {
+        let mut at = 0usize;
+        let mut meta_at = 0usize;
+        while meta_at < metas.len() {
+            let limit = self.config.segment_bytes;
+            let first_len = frame_len_at(frames, at) as u64;
+            let usable = self.segments.back().is_some_and(|active| {
+                !active.is_sealed() && (active.is_empty() || active.len() + first_len <= limit)
+            });
+            if !usable {
+                self.roll(now_ms, metas[meta_at].base_sequence).await?;
+                continue;
+            }
+            let active = self.segments.back_mut().expect("an active segment");
+            // Take as many frames as fit; an empty segment takes at least one.
+            let (mut take, mut take_bytes) = (1usize, first_len as usize);
+            while meta_at + take < metas.len() {
+                let len = frame_len_at(frames, at + take_bytes);
+                if active.len() + (take_bytes + len) as u64 > limit {
+                    break;
+                }
+                take += 1;
+                take_bytes += len;
+            }
+            active.commit(&frames[at..at + take_bytes], &metas[meta_at..meta_at + take]).await?;
+            at += take_bytes;
+            meta_at += take;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one whose header records `base_sequence`.
+    async fn roll(&mut self, now_ms: i64, base_sequence: u128) -> Result<(), IoError> {
+        let id = self.segments.back().map_or(1, |last| last.id + 1);
+        if let Some(active) = self.segments.back_mut() {
+            active.seal();
+        }
+        let segment =
+            Segment::create(&self.storage, &self.dir, id, base_sequence, now_ms, self.config.prealloc_bytes)
+                .await?;
+        self.segments.push_back(segment);
+        Ok(())
+    }
+
+    /// Resolves a start position to a sequence number to read from.
+    pub async fn resolve(&self, start: StartPosition) -> Result<u128, LogError> {
+        let check = |sequence: SequenceNumber| {
+            if sequence.epoch() == self.epoch {
+                Ok(sequence.0)
+            } else {
+                Err(LogError::ForeignSequence { dir: self.dir.clone(), sequence: sequence.0 })
+            }
+        };
+        match start {
+            StartPosition::TrimHorizon => Ok(self.first_sequence()),
+            StartPosition::Latest => Ok(self.next_sequence),
+            StartPosition::AtSequence(sequence) => check(sequence),
+            StartPosition::AfterSequence(sequence) => Ok(check(sequence)? + 1),
+            StartPosition::AtTimestamp { arrival_ms } => self.sequence_at_time(arrival_ms).await,
+        }
+    }
+
+    async fn sequence_at_time(&self, arrival_ms: i64) -> Result<u128, LogError> {
+        let Some(segment) = self
+            .segments
+            .iter()
+            .find(|segment| segment.stats.records > 0 && segment.stats.last_arrival_ms >= arrival_ms)
+        else {
+            return Ok(self.next_sequence);
+        };
+        let mut found = None;
+        segment
+            .scan(segment.offset_for_time(arrival_ms), |_, frame| {
+                if frame.meta.last_arrival_ms >= arrival_ms {
+                    found = Some(frame.meta.base_sequence);
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+            .await
+            .map_err(|source| LogError::Scan { dir: self.dir.clone(), source })?;
+        Ok(found.unwrap_or(self.next_sequence))
+    }
+
+    /// Reads committed records with sequence numbers at or above `from`, in order, within
+    /// `limits` (at least one record if any is there).
+    pub async fn read(&self, from: u128, limits: ReadLimits) -> Result<ReadOutcome, LogError> {
+        let mut outcome = ReadOutcome { next: from, ..ReadOutcome::default() };
+        let mut bytes = 0usize;
+        let mut last_arrival = None;
+        for segment in &self.segments {
+            match segment.stats.last_sequence {
+                Some(last) if last >= from => {}
+                _ => continue,
+            }
+            let mut full = false;
+            let path = segment.path().to_owned();
+            segment
+                .scan(segment.offset_for_sequence(from), |offset, frame| {
+                    if frame.last_sequence() < from {
+                        return Ok(true);
+                    }
+                    let view = format::access_batch_body(frame.body, frame.meta.record_count)
+                        .map_err(|error| ScanError::BadBody {
+                            path: path.clone(),
+                            offset,
+                            reason: error.to_string(),
+                        })?;
+                    for (index, record) in view.batch().records.iter().enumerate() {
+                        let sequence = frame.meta.base_sequence + index as u128;
+                        if sequence < from {
+                            continue;
+                        }
+                        let size = record.data.len() + record.partition_key.len();
+                        let over = outcome.records.len() >= limits.max_records
+                            || (bytes + size > limits.max_bytes && !outcome.records.is_empty());
+                        if over {
+                            full = true;
+                            return Ok(false);
+                        }
+                        bytes += size;
+                        outcome.records.push(StoredRecord {
+                            sequence: SequenceNumber(sequence),
+                            partition_key: record.partition_key.as_str().to_owned(),
+                            data: record.data.as_slice().to_vec(),
+                            arrival_ms: frame.meta.first_arrival_ms,
+                        });
+                        outcome.next = sequence + 1;
+                        last_arrival = Some(frame.meta.first_arrival_ms);
+                    }
+                    Ok(true)
+                })
+                .await
+                .map_err(|source| LogError::Scan { dir: self.dir.clone(), source })?;
+            if full {
+                break;
+            }
+        }
+        if outcome.records.is_empty() {
+            // Nothing at or after `from`: skip over any trimmed or unused numbers.
+            outcome.next = from.max(self.first_sequence()).min(self.next_sequence.max(from));
+        }
+        let newest = self.segments.iter().rev().find_map(|segment| segment.stats.last_sequence);
+        outcome.caught_up = newest.is_none_or(|newest| outcome.next > newest);
+        outcome.millis_behind_latest = match (outcome.caught_up, last_arrival) {
+            (false, Some(arrival)) => (self.last_arrival_ms - arrival).max(0),
+            _ => 0,
+        };
+        Ok(outcome)
+    }
+
+    /// Detaches every segment whose newest record is older than `cutoff_ms` (whole segments
+    /// only). The newest segment is kept, or replaced by an empty one first, so that the next
+    /// sequence number survives a restart. The caller removes the returned files (see
+    /// [`remove_files`]) on a background queue.
+    pub async fn detach_expired(&mut self, cutoff_ms: i64, now_ms: i64) -> Result<Expired, LogError> {
+        let newest_expired = self
+            .segments
+            .back()
+            .is_some_and(|last| last.stats.records > 0 && last.stats.last_arrival_ms < cutoff_ms);
+        if newest_expired && !self.closed && self.poisoned.is_none() {
+            let next = self.next_sequence;
+            self.roll(now_ms, next).await.map_err(|source| LogError::Io { dir: self.dir.clone(), source })?;
+        }
+        let mut expired = Vec::new();
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            if oldest.stats.records > 0 && oldest.stats.last_arrival_ms >= cutoff_ms {
+                break;
+            }
+            let segment = self.segments.pop_front().expect("checked non-empty");
+            expired.push(segment.path().to_owned());
+        }
+        Ok(Expired(expired))
+    }
+
+    /// Paths of every segment file (for deleting the shard).
+    pub fn segment_paths(&self) -> Vec<String> {
+        self.segments.iter().map(|segment| segment.path().to_owned()).collect()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+/// Removes files and makes the removal durable.
+pub async fn remove_files<S: Storage>(storage: &S, dir: &str, expired: Expired) -> Result<(), IoError> {
+    if expired.0.is_empty() {
+        return Ok(());
+    }
+    for path in &expired.0 {
+        match storage.remove(path).await {
+            Err(error) if !error.is_not_found() => return Err(error),
+            _ => {}
+        }
+    }
+    storage.sync_dir(dir).await
+}
+
+fn frame_len_at(frames: &[u8], at: usize) -> usize {
+    let body_len = u32::from_le_bytes(frames[at + 12..at + 16].try_into().expect("4 bytes"));
+    format::frame_len(body_len as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Faults, SimDisk};
+    use crate::types::PartitionKey;
+    use futures_lite::future::block_on;
+
+    fn record(key: &str, data: &[u8]) -> Record {
+        Record::new(key.parse::<PartitionKey>().unwrap(), data.to_vec())
+    }
+
+    const SMALL: LogConfig = LogConfig { segment_bytes: 16 << 10, prealloc_bytes: 0 };
+    const ALL: ReadLimits = ReadLimits { max_records: usize::MAX, max_bytes: usize::MAX };
+
+    #[test]
+    fn appends_read_back_across_segments_and_restarts() {
+        block_on(async {
+            let disk = SimDisk::new(7, Faults::default());
+            let mut log = ShardLog::open(&disk, "s/0", 3, SMALL).await.unwrap();
+            let mut expected = Vec::new();
+            for round in 0..200u32 {
+                let batch: Vec<Record> = (0..(round % 5 + 1))
+                    .map(|i| record("k", &vec![round as u8; (round as usize * 37 + i as usize) % 900]))
+                    .collect();
+                let datas: Vec<Vec<u8>> = batch.iter().map(|r| r.data.clone()).collect();
+                let base = log.append_group(vec![batch], 1000 + i64::from(round)).await.unwrap()[0];
+                assert_eq!(SequenceNumber(base).epoch(), 3);
+                for (i, data) in datas.into_iter().enumerate() {
+                    expected.push((base + i as u128, data));
+                }
+            }
+            assert!(log.segment_count() > 3, "segments rolled");
+            let check = |outcome: ReadOutcome| {
+                let got: Vec<(u128, Vec<u8>)> =
+                    outcome.records.into_iter().map(|r| (r.sequence.0, r.data)).collect();
+                assert_eq!(got, expected);
+            };
+            check(log.read(log.first_sequence(), ALL).await.unwrap());
+            drop(log);
+            disk.power_cut();
+            let log = ShardLog::open(&disk, "s/0", 3, SMALL).await.unwrap();
+            check(log.read(0, ALL).await.unwrap());
+            // Partial reads continue where they stopped.
+            let first = log.read(0, ReadLimits { max_records: 10, max_bytes: usize::MAX }).await.unwrap();
+            assert_eq!(first.records.len(), 10);
+            let rest = log.read(first.next, ALL).await.unwrap();
+            assert_eq!(rest.records.first().unwrap().sequence.0, first.next);
+            assert!(rest.caught_up);
+        });
+    }
+
+    #[test]
+    fn positions_and_retention() {
+        block_on(async {
+            let disk = SimDisk::new(8, Faults::default());
+            let mut log = ShardLog::open(&disk, "s/1", 0, SMALL).await.unwrap();
+            let mut bases = Vec::new();
+            for t in 0..100 {
+                bases.push(log.append_group(vec![vec![record("k", &[0u8; 500])]], t * 10).await.unwrap()[0]);
+            }
+            assert_eq!(log.resolve(StartPosition::Latest).await.unwrap(), bases[99] + 1);
+            assert_eq!(log.resolve(StartPosition::TrimHorizon).await.unwrap(), bases[0]);
+            assert_eq!(log.resolve(StartPosition::AtTimestamp { arrival_ms: 505 }).await.unwrap(), bases[51]);
+            assert_eq!(
+                log.resolve(StartPosition::AfterSequence(SequenceNumber(bases[4]))).await.unwrap(),
+                bases[5]
+            );
+            assert!(log.resolve(StartPosition::AtSequence(SequenceNumber::new(9, 0))).await.is_err());
+            let behind = log.read(bases[0], ReadLimits { max_records: 1, max_bytes: 1 }).await.unwrap();
+            assert_eq!(behind.millis_behind_latest, 990);
+            // Retention: everything older than t=600 goes, whole segments only.
+            let expired = log.detach_expired(600, 2000).await.unwrap();
+            assert!(!expired.0.is_empty());
+            remove_files(&disk, "s/1", expired).await.unwrap();
+            let horizon = log.first_sequence();
+            assert!(horizon > bases[0] && horizon <= bases[60]);
+            // Expire everything: the next sequence survives a restart.
+            let expired = log.detach_expired(i64::MAX, 3000).await.unwrap();
+            remove_files(&disk, "s/1", expired).await.unwrap();
+            let next = log.next_sequence();
+            drop(log);
+            disk.power_cut();
+            let log = ShardLog::open(&disk, "s/1", 0, SMALL).await.unwrap();
+            assert_eq!(log.next_sequence(), next);
+            assert!(log.read(0, ALL).await.unwrap().records.is_empty());
+        });
+    }
+}
