@@ -221,10 +221,8 @@ impl Frame<'_> {
 /// Decodes the frame at the start of `bytes` (which may continue past it). Validates the
 /// header, the CRC and the padding before anything is handed out.
 pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
-    let (header, _) = BatchHeader::read_from_prefix(bytes).map_err(|_| FrameError::Truncated {
-        needed: size_of::<BatchHeader>(),
-        available: bytes.len(),
-    })?;
+    let (header, _) = BatchHeader::read_from_prefix(bytes)
+        .map_err(|_| FrameError::Truncated { needed: size_of::<BatchHeader>(), available: bytes.len() })?;
     if header.magic.get() != BATCH_MAGIC {
         return Err(FrameError::BadMagic { found: header.magic.get() });
     }
@@ -287,10 +285,8 @@ pub fn encode_segment_header(segment_id: u64, first_sequence: u128, created_ms: 
 
 /// Validates a segment header block.
 pub fn decode_segment_header(block: &[u8]) -> Result<SegmentHeader, FrameError> {
-    let (header, _) = SegmentHeader::read_from_prefix(block).map_err(|_| FrameError::Truncated {
-        needed: size_of::<SegmentHeader>(),
-        available: block.len(),
-    })?;
+    let (header, _) = SegmentHeader::read_from_prefix(block)
+        .map_err(|_| FrameError::Truncated { needed: size_of::<SegmentHeader>(), available: block.len() })?;
     if header.magic.get() != SEGMENT_MAGIC {
         return Err(FrameError::BadMagic { found: header.magic.get() });
     }
@@ -346,9 +342,8 @@ pub fn decode_slot(blocks: &[u8]) -> Result<Slot, FrameError> {
     if blocks.len() < 2 * BLOCK_BYTES {
         return Err(FrameError::Truncated { needed: 2 * BLOCK_BYTES, available: blocks.len() });
     }
-    let (header, _) = SlotHeader::read_from_prefix(&blocks[BLOCK_BYTES..]).map_err(|_| {
-        FrameError::Truncated { needed: size_of::<SlotHeader>(), available: BLOCK_BYTES }
-    })?;
+    let (header, _) = SlotHeader::read_from_prefix(&blocks[BLOCK_BYTES..])
+        .map_err(|_| FrameError::Truncated { needed: size_of::<SlotHeader>(), available: BLOCK_BYTES })?;
     if header.magic.get() != SLOT_MAGIC {
         return Err(FrameError::BadMagic { found: header.magic.get() });
     }
@@ -395,7 +390,7 @@ pub fn encode_batch_body(body: &BatchBody) -> rkyv::util::AlignedVec {
 /// that passed [`decode_frame`]; the rkyv validation still runs, because CRCs catch damage,
 /// not malice. Copies into an aligned buffer only if `body` is not 16-byte aligned.
 pub fn access_batch_body(body: &[u8], record_count: u32) -> Result<ArchivedBodyOwned<'_>, FrameError> {
-    let view = if (body.as_ptr() as usize) % FRAME_ALIGN == 0 {
+    let view = if (body.as_ptr() as usize).is_multiple_of(FRAME_ALIGN) {
         ArchivedBodyOwned::Borrowed(body)
     } else {
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
@@ -406,10 +401,7 @@ pub fn access_batch_body(body: &[u8], record_count: u32) -> Result<ArchivedBodyO
         .map_err(|error| FrameError::BadBody { reason: error.to_string() })?;
     if archived.records.len() != record_count as usize {
         return Err(FrameError::BadBody {
-            reason: format!(
-                "header says {record_count} records, body holds {}",
-                archived.records.len()
-            ),
+            reason: format!("header says {record_count} records, body holds {}", archived.records.len()),
         });
     }
     Ok(view)

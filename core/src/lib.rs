@@ -7,6 +7,8 @@
 //! from the caller; disk access goes through the [`storage::Storage`] trait, implemented with
 //! glommio's direct I/O in [`dma`] and in memory, with injected faults, in [`sim`].
 
+pub mod catalog;
+pub mod engine;
 pub mod format;
 pub mod segment;
 pub mod shard_log;

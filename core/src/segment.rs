@@ -26,8 +26,8 @@
 #![forbid(unsafe_code)]
 
 use crate::format::{
-    self, decode_frame, decode_segment_header, decode_slot, encode_segment_header, encode_slot,
-    Frame, FrameMeta, Slot, BLOCK_BYTES,
+    self, decode_frame, decode_segment_header, decode_slot, encode_segment_header, encode_slot, Frame,
+    FrameMeta, Slot, BLOCK_BYTES,
 };
 use crate::storage::{IoError, Storage, StorageFile};
 
@@ -63,9 +63,7 @@ pub fn segment_file_name(id: u64) -> String {
 
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
 /// A segment file and its in-memory state. Only committed (durable) bytes are visible.
@@ -226,10 +224,8 @@ impl<F: StorageFile> Segment<F> {
         let aligned_start = offset / block * block;
         if end <= full_end {
             let aligned_end = end.div_ceil(block) * block;
-            let buf = self
-                .file
-                .read_at(DATA_START + aligned_start, (aligned_end - aligned_start) as usize)
-                .await?;
+            let buf =
+                self.file.read_at(DATA_START + aligned_start, (aligned_end - aligned_start) as usize).await?;
             if buf.len() < (end - aligned_start) as usize {
                 return Err(short_read(&self.path, DATA_START + aligned_start));
             }
@@ -238,10 +234,8 @@ impl<F: StorageFile> Segment<F> {
         }
         let mut bytes = rkyv::util::AlignedVec::<16>::with_capacity(len);
         if offset < full_end {
-            let buf = self
-                .file
-                .read_at(DATA_START + aligned_start, (full_end - aligned_start) as usize)
-                .await?;
+            let buf =
+                self.file.read_at(DATA_START + aligned_start, (full_end - aligned_start) as usize).await?;
             if buf.len() < (full_end - aligned_start) as usize {
                 return Err(short_read(&self.path, DATA_START + aligned_start));
             }
@@ -290,8 +284,10 @@ impl<F: StorageFile> Segment<F> {
                             return Err(ScanError::Corrupt { path: self.path.clone(), offset, source });
                         }
                         let whole = self.read(offset, needed).await.map_err(ScanError::Io)?;
-                        let frame = decode_frame(whole.bytes()).map_err(|source| {
-                            ScanError::Corrupt { path: self.path.clone(), offset, source }
+                        let frame = decode_frame(whole.bytes()).map_err(|source| ScanError::Corrupt {
+                            path: self.path.clone(),
+                            offset,
+                            source,
                         })?;
                         if !visit(offset, &frame)? {
                             return Ok(());
@@ -436,7 +432,8 @@ pub async fn recover<S: Storage>(
     };
     segment.end = offset;
     let tail_start = (offset / BLOCK_BYTES as u64 * BLOCK_BYTES as u64) as usize;
-    segment.tail = window.get(&segment.file, tail_start as u64, (offset as usize) - tail_start).await?.to_vec();
+    segment.tail =
+        window.get(&segment.file, tail_start as u64, (offset as usize) - tail_start).await?.to_vec();
     // Whatever recovery accepted becomes durable before anything builds on it.
     segment.file.sync().await?;
     Ok(Some((segment, Recovered { end: offset, stopped_at })))
@@ -470,8 +467,7 @@ impl RecoveryWindow<'_> {
                 let from = slot_start.max(self.start);
                 let to = slot_end.min(window_end);
                 let src = &slot.data[(from - slot_start) as usize..(to - slot_start) as usize];
-                self.bytes[(from - self.start) as usize..(to - self.start) as usize]
-                    .copy_from_slice(src);
+                self.bytes[(from - self.start) as usize..(to - self.start) as usize].copy_from_slice(src);
             }
         }
         let at = (offset - self.start) as usize;

@@ -93,8 +93,13 @@ impl<S: Storage + Clone> ShardLog<S> {
     pub async fn open(storage: &S, dir: &str, epoch: u64, config: LogConfig) -> Result<Self, LogError> {
         let io = |source| LogError::Io { dir: dir.to_owned(), source };
         storage.create_dir_all(dir).await.map_err(io)?;
-        let mut ids: Vec<u64> =
-            storage.list(dir).await.map_err(io)?.iter().filter_map(|name| parse_segment_file_name(name)).collect();
+        let mut ids: Vec<u64> = storage
+            .list(dir)
+            .await
+            .map_err(io)?
+            .iter()
+            .filter_map(|name| parse_segment_file_name(name))
+            .collect();
         ids.sort_unstable();
         let mut segments = VecDeque::new();
         let mut next_sequence = SequenceNumber::new(epoch, 0).0;
@@ -142,10 +147,7 @@ impl<S: Storage + Clone> ShardLog<S> {
 
     /// The lowest sequence number still stored, or `next_sequence` if none is.
     pub fn first_sequence(&self) -> u128 {
-        self.segments
-            .iter()
-            .find_map(|segment| segment.stats.first_sequence)
-            .unwrap_or(self.next_sequence)
+        self.segments.iter().find_map(|segment| segment.stats.first_sequence).unwrap_or(self.next_sequence)
     }
 
     pub fn last_arrival_ms(&self) -> i64 {
@@ -168,7 +170,11 @@ impl<S: Storage + Clone> ShardLog<S> {
     /// nothing is acknowledged (some batches may still be durable: at-least-once) and the log
     /// refuses writes until reopened, because after a failed fdatasync the page cache can no
     /// longer be trusted to say what is on disk.
-    pub async fn append_group(&mut self, batches: Vec<Vec<Record>>, now_ms: i64) -> Result<Vec<u128>, LogError> {
+    pub async fn append_group(
+        &mut self,
+        batches: Vec<Vec<Record>>,
+        now_ms: i64,
+    ) -> Result<Vec<u128>, LogError> {
         if let Some(cause) = &self.poisoned {
             return Err(LogError::Poisoned { dir: self.dir.clone(), cause: cause.clone() });
         }
@@ -220,7 +226,12 @@ impl<S: Storage + Clone> ShardLog<S> {
         }
     }
 
-    async fn commit_frames(&mut self, frames: &[u8], metas: &[FrameMeta], now_ms: i64) -> Result<(), IoError> {
+    async fn commit_frames(
+        &mut self,
+        frames: &[u8],
+        metas: &[FrameMeta],
+        now_ms: i64,
+    ) -> Result<(), IoError> {
         let mut at = 0usize;
         let mut meta_at = 0usize;
         while meta_at < metas.len() {
@@ -322,11 +333,9 @@ impl<S: Storage + Clone> ShardLog<S> {
                     if frame.last_sequence() < from {
                         return Ok(true);
                     }
-                    let view = format::access_batch_body(frame.body, frame.meta.record_count)
-                        .map_err(|error| ScanError::BadBody {
-                            path: path.clone(),
-                            offset,
-                            reason: error.to_string(),
+                    let view =
+                        format::access_batch_body(frame.body, frame.meta.record_count).map_err(|error| {
+                            ScanError::BadBody { path: path.clone(), offset, reason: error.to_string() }
                         })?;
                     for (index, record) in view.batch().records.iter().enumerate() {
                         let sequence = frame.meta.base_sequence + index as u128;

@@ -90,9 +90,7 @@ impl HashKey {
 impl FromStr for HashKey {
     type Err = ValueError;
     fn from_str(text: &str) -> Result<Self, ValueError> {
-        parse_decimal_u128(text)
-            .map(HashKey)
-            .ok_or_else(|| ValueError::HashKey { text: text.to_owned() })
+        parse_decimal_u128(text).map(HashKey).ok_or_else(|| ValueError::HashKey { text: text.to_owned() })
     }
 }
 
@@ -248,8 +246,7 @@ impl Record {
     }
 
     pub fn hash_key(&self) -> HashKey {
-        self.explicit_hash_key
-            .unwrap_or_else(|| HashKey::from_partition_key(self.partition_key.as_str()))
+        self.explicit_hash_key.unwrap_or_else(|| HashKey::from_partition_key(self.partition_key.as_str()))
     }
 }
 
@@ -271,10 +268,7 @@ mod tests {
     #[test]
     fn md5_hash_key_matches_kinesis() {
         // MD5("a") = 0cc175b9c0f1b6a831c399e269772661, read big-endian.
-        assert_eq!(
-            HashKey::from_partition_key("a").0,
-            0x0cc175b9c0f1b6a831c399e269772661_u128
-        );
+        assert_eq!(HashKey::from_partition_key("a").0, 0x0cc175b9c0f1b6a831c399e269772661_u128);
     }
 
     #[test]
