@@ -8,8 +8,10 @@
 //! glommio's direct I/O in [`dma`] and in memory, with injected faults, in [`sim`].
 
 pub mod catalog;
+pub mod dma;
 pub mod engine;
 pub mod format;
+pub mod runtime;
 pub mod segment;
 pub mod shard_log;
 pub mod sim;

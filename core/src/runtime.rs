@@ -1,0 +1,775 @@
+//! The thread-per-core runtime: one glommio executor per core (`Placement::Fixed`), each
+//! owning its shards outright, one task per shard. Callers on any thread (tokio front ends,
+//! benchmarks, the CLI) hold an [`Engine`], which routes each batch to the owning shard's
+//! inbox (a bounded flume channel) and awaits the durable acknowledgement. Catalog
+//! operations run one at a time on core 0's controller task.
+//!
+//! Task queues per core: `ingest` (shard tasks: appends and reads) with high shares and
+//! latency that matters, `background` (segment removal after retention) with low shares, so
+//! that background work never stalls an acknowledgement.
+//!
+//! Group commit: a shard task takes the first message, then drains every message already
+//! queued (up to a bound) and commits all their batches with one fdatasync per segment.
+//! Whatever arrives during that fdatasync forms the next group.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
+
+use crate::catalog::{self, CatalogError, StreamMeta, StreamMode};
+use crate::dma::DmaStorage;
+use crate::engine::{self, Controller, EngineError, ShardHosts, ShardKey};
+use crate::shard_log::{self, LogConfig, ReadLimits, ShardLog, StartPosition};
+use crate::types::{HashKey, Record, SequenceNumber, ShardId, StoredRecord, StreamName};
+
+/// Start-up settings. Everything has a default that works on a laptop.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// Number of shard cores (executors). Defaults to the number of CPUs.
+    pub cores: usize,
+    pub log: LogConfig,
+    /// Memory each executor registers with io_uring for DMA buffers. Counts against the
+    /// memlock limit (RLIMIT_MEMLOCK) for users without CAP_IPC_LOCK.
+    pub io_memory_bytes: usize,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Most append messages one group commit takes.
+    pub group_max_batches: usize,
+    /// Bound of each shard's inbox; senders wait when it is full (backpressure).
+    pub shard_inbox: usize,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            log: LogConfig::default(),
+            io_memory_bytes: 2 << 20,
+            retention_interval: Duration::from_secs(60),
+            group_max_batches: 4096,
+            shard_inbox: 8192,
+        }
+    }
+}
+
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot start executor for core {core}: {source}. If this mentions memory, the memlock limit \
+         (ulimit -l) is below the {io_memory_bytes} bytes of io_uring memory each core registers: raise it \
+         or run as root"
+    )]
+    Executor { core: usize, io_memory_bytes: usize, source: std::io::Error },
+    #[error("recovery failed: {0}")]
+    Recovery(EngineError),
+}
+
+/// A record that was appended: where it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub shard: ShardId,
+    pub sequence: SequenceNumber,
+}
+
+/// The answer to a read of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardRead {
+    pub records: Vec<StoredRecord>,
+    /// Where the next read continues; `None` when the shard is closed and fully read.
+    pub next: Option<u128>,
+    pub millis_behind_latest: i64,
+    /// When the shard is closed and fully read: the shards that continue it.
+    pub child_shards: Vec<ShardId>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+type Reply<T> = flume::Sender<Result<T, EngineError>>;
+
+enum ShardMsg {
+    Append { records: Vec<Record>, reply: Reply<u128> },
+    Read { from: u128, limits: ReadLimits, reply: Reply<shard_log::ReadOutcome> },
+    Resolve { start: StartPosition, reply: Reply<u128> },
+    Close { reply: Reply<u128> },
+    Trim { cutoff_ms: i64 },
+    Remove { reply: Reply<()> },
+    Stop { reply: flume::Sender<()> },
+}
+
+enum CoreMsg {
+    Open { key: ShardKey, epoch: u64, closed: bool, reply: Reply<flume::Sender<ShardMsg>> },
+    Stop,
+}
+
+type Hosts = MeshHosts;
+type Ctl = Controller<DmaStorage, Hosts>;
+type ControlFn = Box<dyn for<'a> FnOnce(&'a mut Ctl) -> Pin<Box<dyn Future<Output = ()> + 'a>> + Send>;
+
+enum ControlMsg {
+    Run(ControlFn),
+    Retention,
+    Stop { reply: flume::Sender<()> },
+}
+
+/// What the data path needs to know about a stream, published by the controller.
+struct RouteStream {
+    meta: Arc<StreamMeta>,
+    shards: HashMap<u32, flume::Sender<ShardMsg>>,
+}
+
+#[derive(Default)]
+struct Routing {
+    streams: HashMap<String, RouteStream>,
+}
+
+struct Shared {
+    control: flume::Sender<ControlMsg>,
+    routing: RwLock<Routing>,
+    threads: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
+    cores: Vec<flume::Sender<CoreMsg>>,
+}
+
+/// A handle on the running engine; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    /// Starts one executor per core, recovers the catalog and every shard, and returns once
+    /// the engine serves requests.
+    pub fn start(config: EngineConfig) -> Result<Engine, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = config.cores.max(1);
+        let (control_tx, control_rx) = flume::unbounded();
+        let mut core_txs = Vec::new();
+        let mut core_rxs = Vec::new();
+        for _ in 0..cores {
+            let (tx, rx) = flume::unbounded();
+            core_txs.push(tx);
+            core_rxs.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            control: control_tx,
+            routing: RwLock::new(Routing::default()),
+            threads: Mutex::new(Vec::new()),
+            cores: core_txs.clone(),
+        });
+        let (started_tx, started_rx) = flume::bounded::<Result<(), EngineError>>(1);
+        let mut control_rx = Some(control_rx);
+        for (core, inbox) in core_rxs.into_iter().enumerate() {
+            let config = config.clone();
+            let io_memory = config.io_memory_bytes;
+            let control = if core == 0 { control_rx.take() } else { None };
+            let shared_for_core = shared.clone();
+            let started = started_tx.clone();
+            let core_txs = core_txs.clone();
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
+                .name(&format!("millrace-core-{core}"))
+                .io_memory(config.io_memory_bytes)
+                .spawn(move || async move {
+                    core_main(core, config, inbox, control, shared_for_core, core_txs, started).await
+                })
+                .map_err(|source| StartError::Executor {
+                    core,
+                    io_memory_bytes: io_memory,
+                    source: source.into(),
+                })?;
+            shared.threads.lock().expect("not poisoned").push(handle);
+        }
+        drop(started_tx);
+        let engine = Engine { shared };
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(engine),
+            Ok(Err(error)) => {
+                engine.stop_threads();
+                Err(StartError::Recovery(error))
+            }
+            Err(_) => {
+                engine.stop_threads();
+                Err(StartError::Recovery(EngineError::ShuttingDown))
+            }
+        }
+    }
+
+    fn stop_threads(&self) {
+        for core in &self.shared.cores {
+            let _ = core.send(CoreMsg::Stop);
+        }
+        let threads = std::mem::take(&mut *self.shared.threads.lock().expect("not poisoned"));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+
+    /// Finishes in-flight commits, stops every shard and executor, and returns when all
+    /// threads have exited. Requests still queued get [`EngineError::ShuttingDown`].
+    pub fn shutdown(&self) {
+        let (tx, rx) = flume::bounded(1);
+        if self.shared.control.send(ControlMsg::Stop { reply: tx }).is_ok() {
+            let _ = rx.recv();
+        }
+        self.stop_threads();
+    }
+
+    /// Runs `op` on the controller, after every catalog operation queued before it.
+    async fn control<T: Send + 'static>(
+        &self,
+        op: impl for<'a> FnOnce(&'a mut Ctl) -> Pin<Box<dyn Future<Output = Result<T, EngineError>> + 'a>>
+            + Send
+            + 'static,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = flume::bounded(1);
+        let shared = self.shared.clone();
+        let run: ControlFn = Box::new(move |ctl| {
+            Box::pin(async move {
+                let result = op(ctl).await;
+                // Publish before answering, so that the caller sees its own change.
+                publish(ctl, &shared);
+                let _ = tx.send(result);
+            })
+        });
+        self.shared.control.send_async(ControlMsg::Run(run)).await.map_err(|_| EngineError::ShuttingDown)?;
+        rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    pub async fn create_stream(
+        &self,
+        name: &StreamName,
+        shard_count: u32,
+        mode: StreamMode,
+    ) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.control(move |ctl| {
+            Box::pin(async move { ctl.create_stream(&name, shard_count, mode, now_ms()).await })
+        })
+        .await
+    }
+
+    pub async fn delete_stream(
+        &self,
+        name: &StreamName,
+        enforce_consumer_deletion: bool,
+    ) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.control(move |ctl| {
+            Box::pin(async move { ctl.delete_stream(&name, enforce_consumer_deletion, now_ms()).await })
+        })
+        .await
+    }
+
+    pub async fn split_shard(
+        &self,
+        name: &StreamName,
+        shard: ShardId,
+        new_start: HashKey,
+    ) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.control(move |ctl| {
+            Box::pin(async move { ctl.split_shard(&name, shard, new_start, now_ms()).await })
+        })
+        .await
+    }
+
+    pub async fn merge_shards(
+        &self,
+        name: &StreamName,
+        shard: ShardId,
+        adjacent: ShardId,
+    ) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.control(move |ctl| {
+            Box::pin(async move { ctl.merge_shards(&name, shard, adjacent, now_ms()).await })
+        })
+        .await
+    }
+
+    pub async fn update_shard_count(&self, name: &StreamName, target: u32) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.control(move |ctl| {
+            Box::pin(async move { ctl.update_shard_count(&name, target, now_ms()).await })
+        })
+        .await
+    }
+
+    /// A simple update; see [`catalog::updates`] for the ready-made ones.
+    pub async fn update_stream(
+        &self,
+        name: &StreamName,
+        change: impl FnOnce(&mut StreamMeta) -> Result<(), CatalogError> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.control(move |ctl| Box::pin(async move { ctl.update_stream(&name, change, now_ms()).await }))
+            .await
+    }
+
+    pub async fn checkpoint(
+        &self,
+        name: &StreamName,
+        owner: &str,
+        shard: ShardId,
+        sequence: SequenceNumber,
+    ) -> Result<(), EngineError> {
+        let (name, owner) = (name.clone(), owner.to_owned());
+        self.control(move |ctl| {
+            Box::pin(async move { ctl.checkpoint(&name, &owner, shard, sequence, now_ms()).await })
+        })
+        .await
+    }
+
+    pub async fn get_checkpoint(
+        &self,
+        name: &StreamName,
+        owner: &str,
+        shard: ShardId,
+    ) -> Result<Option<SequenceNumber>, EngineError> {
+        let (name, owner) = (name.clone(), owner.to_owned());
+        self.control(move |ctl| {
+            Box::pin(async move {
+                let uid = ctl.stream(&name)?.uid;
+                Ok(ctl
+                    .catalog()
+                    .checkpoint(uid, &owner, shard)
+                    .map(|checkpoint| SequenceNumber(checkpoint.sequence)))
+            })
+        })
+        .await
+    }
+
+    /// The stream's current description.
+    pub fn describe(&self, name: &StreamName) -> Result<Arc<StreamMeta>, EngineError> {
+        let routing = self.shared.routing.read().expect("not poisoned");
+        routing
+            .streams
+            .get(name.as_str())
+            .map(|stream| stream.meta.clone())
+            .ok_or_else(|| EngineError::StreamNotFound { name: name.to_string() })
+    }
+
+    /// Names of every stream, sorted.
+    pub fn list_streams(&self) -> Vec<String> {
+        let routing = self.shared.routing.read().expect("not poisoned");
+        let mut names: Vec<String> = routing.streams.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Appends records; returns, in input order, where each went once all are durable.
+    /// Records of one partition key keep their order.
+    pub async fn append(
+        &self,
+        name: &StreamName,
+        records: Vec<Record>,
+    ) -> Result<Vec<Appended>, EngineError> {
+        let total = records.len();
+        let mut results: Vec<Option<Appended>> = vec![None; total];
+        let mut pending: Vec<(usize, Record)> = records.into_iter().enumerate().collect();
+        // A shard may close between routing and appending (a split): retry those records
+        // once the controller has published the new shards. Bounded.
+        for _attempt in 0..8 {
+            let (meta, senders) = self.route(name)?;
+            let indices: Vec<usize> = pending.iter().map(|(index, _)| *index).collect();
+            let groups =
+                engine::route_records(&meta, pending.into_iter().map(|(_, record)| record).collect())?;
+            let mut waits = Vec::with_capacity(groups.len());
+            for (shard, group) in groups {
+                let sender = senders.get(&shard.0).ok_or(EngineError::ShuttingDown)?;
+                let (reply, rx) = flume::bounded(1);
+                let (positions, records): (Vec<usize>, Vec<Record>) =
+                    group.into_iter().map(|(position, record)| (indices[position], record)).unzip();
+                sender
+                    .send_async(ShardMsg::Append { records: records.clone(), reply })
+                    .await
+                    .map_err(|_| EngineError::ShuttingDown)?;
+                waits.push((shard, positions, records, rx));
+            }
+            pending = Vec::new();
+            for (shard, positions, records, rx) in waits {
+                match rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)? {
+                    Ok(base) => {
+                        for (offset, position) in positions.into_iter().enumerate() {
+                            let sequence = SequenceNumber(base + offset as u128);
+                            results[position] = Some(Appended { shard, sequence });
+                        }
+                    }
+                    Err(EngineError::ShardClosed { .. }) => {
+                        pending.extend(positions.into_iter().zip(records))
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            if pending.is_empty() {
+                return Ok(results
+                    .into_iter()
+                    .map(|result| result.expect("every record answered"))
+                    .collect());
+            }
+            // Wait for the operation that closed the shard to finish and publish.
+            self.control(|_| Box::pin(async { Ok(()) })).await?;
+        }
+        Err(EngineError::ResourceInUse { what: format!("stream {name} is being resharded; retry") })
+    }
+
+    fn route(
+        &self,
+        name: &StreamName,
+    ) -> Result<(Arc<StreamMeta>, HashMap<u32, flume::Sender<ShardMsg>>), EngineError> {
+        let routing = self.shared.routing.read().expect("not poisoned");
+        let stream = routing
+            .streams
+            .get(name.as_str())
+            .ok_or_else(|| EngineError::StreamNotFound { name: name.to_string() })?;
+        Ok((stream.meta.clone(), stream.shards.clone()))
+    }
+
+    fn shard_sender(
+        &self,
+        name: &StreamName,
+        shard: ShardId,
+    ) -> Result<(Arc<StreamMeta>, flume::Sender<ShardMsg>), EngineError> {
+        let routing = self.shared.routing.read().expect("not poisoned");
+        let stream = routing
+            .streams
+            .get(name.as_str())
+            .ok_or_else(|| EngineError::StreamNotFound { name: name.to_string() })?;
+        let sender = stream
+            .shards
+            .get(&shard.0)
+            .ok_or_else(|| EngineError::ShardNotFound { stream: name.to_string(), shard })?;
+        Ok((stream.meta.clone(), sender.clone()))
+    }
+
+    /// Resolves an iterator's start to a position in the shard.
+    pub async fn resolve(
+        &self,
+        name: &StreamName,
+        shard: ShardId,
+        start: StartPosition,
+    ) -> Result<u128, EngineError> {
+        let (_, sender) = self.shard_sender(name, shard)?;
+        let (reply, rx) = flume::bounded(1);
+        sender.send_async(ShardMsg::Resolve { start, reply }).await.map_err(|_| EngineError::ShuttingDown)?;
+        rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Reads from a position, within limits.
+    pub async fn read(
+        &self,
+        name: &StreamName,
+        shard: ShardId,
+        from: u128,
+        limits: ReadLimits,
+    ) -> Result<ShardRead, EngineError> {
+        let (meta, sender) = self.shard_sender(name, shard)?;
+        let (reply, rx) = flume::bounded(1);
+        sender
+            .send_async(ShardMsg::Read { from, limits, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        let outcome = rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)??;
+        // A closed shard gets no more records: once caught up, the reader moves to its children.
+        let exhausted = meta.shard(shard).is_some_and(|meta| !meta.is_open()) && outcome.caught_up;
+        Ok(ShardRead {
+            records: outcome.records,
+            next: (!exhausted).then_some(outcome.next),
+            millis_behind_latest: outcome.millis_behind_latest,
+            child_shards: if exhausted { meta.children(shard) } else { Vec::new() },
+        })
+    }
+}
+
+/// Shard placement: spread each stream's shards over the cores.
+fn core_of(key: ShardKey, cores: usize) -> usize {
+    (key.stream_uid as usize).wrapping_add(key.shard.0 as usize) % cores
+}
+
+/// [`ShardHosts`] over the cores: opening a shard asks its core to recover it and start its
+/// task; closing and removing talk to the shard task.
+struct MeshHosts {
+    cores: Vec<flume::Sender<CoreMsg>>,
+    shards: HashMap<ShardKey, flume::Sender<ShardMsg>>,
+}
+
+impl ShardHosts for MeshHosts {
+    async fn open(&mut self, key: ShardKey, epoch: u64, closed: bool) -> Result<(), EngineError> {
+        if self.shards.contains_key(&key) {
+            return Ok(());
+        }
+        let core = &self.cores[core_of(key, self.cores.len())];
+        let (reply, rx) = flume::bounded(1);
+        core.send_async(CoreMsg::Open { key, epoch, closed, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        let sender = rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)??;
+        self.shards.insert(key, sender);
+        Ok(())
+    }
+
+    async fn close(&mut self, key: ShardKey) -> Result<u128, EngineError> {
+        let sender = self.shards.get(&key).ok_or(EngineError::ShuttingDown)?;
+        let (reply, rx) = flume::bounded(1);
+        sender.send_async(ShardMsg::Close { reply }).await.map_err(|_| EngineError::ShuttingDown)?;
+        rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    async fn remove(&mut self, key: ShardKey) -> Result<(), EngineError> {
+        let Some(sender) = self.shards.remove(&key) else { return Ok(()) };
+        let (reply, rx) = flume::bounded(1);
+        sender.send_async(ShardMsg::Remove { reply }).await.map_err(|_| EngineError::ShuttingDown)?;
+        rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)?
+    }
+}
+
+async fn core_main(
+    core: usize,
+    config: EngineConfig,
+    inbox: flume::Receiver<CoreMsg>,
+    control: Option<flume::Receiver<ControlMsg>>,
+    shared: Arc<Shared>,
+    core_txs: Vec<flume::Sender<CoreMsg>>,
+    started: flume::Sender<Result<(), EngineError>>,
+) {
+    let storage = DmaStorage::new(&config.data_dir);
+    if let Err(error) = crate::dma::probe_device(&config.data_dir, core).await {
+        let _ = started.send(Err(error.into()));
+        return;
+    }
+    let executor = glommio::executor();
+    let ingest = executor.create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "ingest",
+    );
+    let background = executor.create_task_queue(Shares::Static(50), Latency::NotImportant, "background");
+    if let Some(control) = control {
+        let hosts = MeshHosts { cores: core_txs, shards: HashMap::new() };
+        let task = controller_task(storage.clone(), hosts, control, shared, config.clone(), started);
+        glommio::spawn_local_into(task, background).expect("queue exists").detach();
+    } else {
+        drop(started);
+    }
+    while let Ok(message) = inbox.recv_async().await {
+        match message {
+            CoreMsg::Open { key, epoch, closed, reply } => {
+                let dir = catalog::shard_dir(key.stream_uid, key.shard);
+                match ShardLog::open(&storage, &dir, epoch, config.log).await {
+                    Ok(mut log) => {
+                        if closed {
+                            log.close();
+                        }
+                        let (tx, rx) = flume::bounded(config.shard_inbox);
+                        let task = shard_task(log, rx, storage.clone(), epoch, config.clone(), background);
+                        glommio::spawn_local_into(task, ingest).expect("queue exists").detach();
+                        let _ = reply.send(Ok(tx));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                    }
+                }
+            }
+            CoreMsg::Stop => break,
+        }
+    }
+}
+
+async fn controller_task(
+    storage: DmaStorage,
+    hosts: MeshHosts,
+    control: flume::Receiver<ControlMsg>,
+    shared: Arc<Shared>,
+    config: EngineConfig,
+    started: flume::Sender<Result<(), EngineError>>,
+) {
+    let mut ctl = match Controller::start(&storage, hosts, now_ms()).await {
+        Ok(ctl) => ctl,
+        Err(error) => {
+            let _ = started.send(Err(error));
+            return;
+        }
+    };
+    publish(&ctl, &shared);
+    let _ = started.send(Ok(()));
+    drop(started);
+    // Retention ticks arrive as control messages so that they never race a catalog change.
+    let ticker = shared.control.clone();
+    let interval = config.retention_interval;
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(interval).await;
+            if ticker.send_async(ControlMsg::Retention).await.is_err() {
+                break;
+            }
+        }
+    })
+    .detach();
+    while let Ok(message) = control.recv_async().await {
+        match message {
+            ControlMsg::Run(op) => op(&mut ctl).await,
+            ControlMsg::Retention => {
+                let now = now_ms();
+                for stream in ctl.catalog().streams() {
+                    let cutoff_ms = now - i64::from(stream.retention_hours) * 3_600_000;
+                    for shard in &stream.shards {
+                        let key = ShardKey { stream_uid: stream.uid, shard: shard.shard_id() };
+                        if let Some(sender) = ctl.hosts().shards.get(&key) {
+                            let _ = sender.try_send(ShardMsg::Trim { cutoff_ms });
+                        }
+                    }
+                }
+            }
+            ControlMsg::Stop { reply } => {
+                let senders: Vec<_> = ctl.hosts().shards.values().cloned().collect();
+                for sender in senders {
+                    let (tx, rx) = flume::bounded(1);
+                    if sender.send_async(ShardMsg::Stop { reply: tx }).await.is_ok() {
+                        let _ = rx.recv_async().await;
+                    }
+                }
+                ctl.hosts_mut().shards.clear();
+                shared.routing.write().expect("not poisoned").streams.clear();
+                let _ = reply.send(());
+                break;
+            }
+        }
+    }
+}
+
+/// Publishes the catalog and the shard inboxes for the data path.
+fn publish(ctl: &Ctl, shared: &Shared) {
+    let mut streams = HashMap::new();
+    for stream in ctl.catalog().streams() {
+        let shards = stream
+            .shards
+            .iter()
+            .filter_map(|shard| {
+                let key = ShardKey { stream_uid: stream.uid, shard: shard.shard_id() };
+                ctl.hosts().shards.get(&key).map(|sender| (shard.id, sender.clone()))
+            })
+            .collect();
+        streams.insert(stream.name.clone(), RouteStream { meta: Arc::new(stream.clone()), shards });
+    }
+    shared.routing.write().expect("not poisoned").streams = streams;
+}
+
+async fn shard_task(
+    mut log: ShardLog<DmaStorage>,
+    inbox: flume::Receiver<ShardMsg>,
+    storage: DmaStorage,
+    epoch: u64,
+    config: EngineConfig,
+    background: TaskQueueHandle,
+) {
+    let mut closed = false;
+    while let Ok(first) = inbox.recv_async().await {
+        let mut appends: Vec<(Vec<Record>, Reply<u128>)> = Vec::new();
+        let mut others = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                ShardMsg::Append { records, reply } => appends.push((records, reply)),
+                other => others.push(other),
+            }
+            if appends.len() < config.group_max_batches {
+                next = inbox.try_recv().ok();
+            }
+        }
+        if !appends.is_empty() {
+            commit_group(&mut log, appends, closed).await;
+            if log.is_poisoned() {
+                // The page cache can no longer be trusted: recover from the disk.
+                let dir = log.dir().to_owned();
+                match ShardLog::open(&storage, &dir, epoch, config.log).await {
+                    Ok(recovered) => {
+                        log = recovered;
+                        if closed {
+                            log.close();
+                        }
+                    }
+                    Err(error) => eprintln!("millrace: shard log {dir} cannot recover: {error}"),
+                }
+            }
+        }
+        for message in others {
+            match message {
+                ShardMsg::Append { .. } => unreachable!("appends were taken out"),
+                ShardMsg::Read { from, limits, reply } => {
+                    let _ = reply.send(log.read(from, limits).await.map_err(Into::into));
+                }
+                ShardMsg::Resolve { start, reply } => {
+                    let _ = reply.send(log.resolve(start).await.map_err(Into::into));
+                }
+                ShardMsg::Close { reply } => {
+                    closed = true;
+                    let _ = reply.send(Ok(log.close()));
+                }
+                ShardMsg::Trim { cutoff_ms } => match log.detach_expired(cutoff_ms, now_ms()).await {
+                    Ok(expired) if !expired.0.is_empty() => {
+                        let (storage, dir) = (storage.clone(), log.dir().to_owned());
+                        let removal = async move {
+                            if let Err(error) = shard_log::remove_files(&storage, &dir, expired).await {
+                                eprintln!("millrace: retention could not remove segments of {dir}: {error}");
+                            }
+                        };
+                        glommio::spawn_local_into(removal, background).expect("queue exists").detach();
+                    }
+                    Ok(_) => {}
+                    Err(error) => eprintln!("millrace: retention of {}: {error}", log.dir()),
+                },
+                ShardMsg::Remove { reply } => {
+                    let dir = log.dir().to_owned();
+                    drop(log);
+                    let _ = reply.send(engine::remove_dir_files(&storage, &dir).await.map_err(Into::into));
+                    return;
+                }
+                ShardMsg::Stop { reply } => {
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn commit_group(
+    log: &mut ShardLog<DmaStorage>,
+    appends: Vec<(Vec<Record>, Reply<u128>)>,
+    closed: bool,
+) {
+    let (batches, replies): (Vec<Vec<Record>>, Vec<Reply<u128>>) = appends.into_iter().unzip();
+    if closed {
+        // The engine handle only looks at the variant: it re-routes to the children.
+        for reply in replies {
+            let _ = reply.send(Err(EngineError::ShardClosed { stream: String::new(), shard: ShardId(0) }));
+        }
+        return;
+    }
+    match log.append_group(batches, now_ms()).await {
+        Ok(bases) => {
+            for (reply, base) in replies.into_iter().zip(bases) {
+                let _ = reply.send(Ok(base));
+            }
+        }
+        Err(error) => {
+            let error = EngineError::from(error);
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
