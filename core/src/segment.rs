@@ -431,6 +431,19 @@ pub async fn recover<S: Storage>(
         offset += len;
     };
     segment.end = offset;
+    // A full block that recovery took partly from a slot (its data-area write tore after
+    // the slot's prefix was acknowledged) is written back, so that reads, which use the data
+    // area for full blocks, see what recovery validated. Safe to write: the acknowledged
+    // copy stays in its slot, and only differing blocks are touched.
+    let full_blocks = offset / BLOCK_BYTES as u64;
+    for slot in slots.iter().filter(|slot| slot.block_index < full_blocks) {
+        let at = slot.block_index * BLOCK_BYTES as u64;
+        let image = window.get(&segment.file, at, BLOCK_BYTES).await?.to_vec();
+        let on_disk = segment.file.read_at(DATA_START + at, BLOCK_BYTES).await?;
+        if on_disk[..] != image[..] {
+            segment.file.write_at(DATA_START + at, &image).await?;
+        }
+    }
     let tail_start = (offset / BLOCK_BYTES as u64 * BLOCK_BYTES as u64) as usize;
     segment.tail =
         window.get(&segment.file, tail_start as u64, (offset as usize) - tail_start).await?.to_vec();

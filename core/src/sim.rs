@@ -146,6 +146,14 @@ impl SimDisk {
         state.crashed = false;
     }
 
+    /// A process crash without a power cut (SIGKILL): the page cache survives, so every
+    /// write stays visible, synced or not; the disk works again.
+    pub fn process_crash(&self) {
+        let mut state = self.state.borrow_mut();
+        state.ops_until_crash = None;
+        state.crashed = false;
+    }
+
     /// Total bytes held in current files (for space-leak checks).
     pub fn bytes_used(&self) -> usize {
         let state = self.state.borrow();
