@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone on Debian: installs what the tests need, then
+# builds and runs every test (debug builds), a benchmark smoke run, and, with
+# MILLRACE_FUZZ_SECS=N, each fuzz target for N seconds.
+#   MILLRACE_SIM_SEEDS=N   simulation seeds (default 200; soak with thousands)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v fio >/dev/null 2>&1 || need_apt+=(fio)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]} (apt)"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: the Rust toolchain (cargo, stable >= 1.85) is required: https://rustup.rs" >&2
+  exit 1
+fi
+
+echo "== cargo test (workspace, debug)"
+cargo test --workspace --locked
+
+echo "== benchmark smoke run (debug build: the figures mean nothing, the path is exercised)"
+smoke_dir="target/bench-smoke"
+rm -rf "$smoke_dir"
+result=$(cargo run --quiet --locked -p millrace-bench -- engine --data-dir "$smoke_dir" --duration 2 --producers 4 --vs-fio | tee /dev/stderr | tail -n 1)
+case "$result" in
+  "RESULT mb_per_s="*) echo "bench: ok" ;;
+  *) echo "bench: the last line is not a RESULT line: $result" >&2; exit 1 ;;
+esac
+rm -rf "$smoke_dir"
+
+if [ -n "${MILLRACE_FUZZ_SECS:-}" ]; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+  for target in segment_frame batch_body; do
+    echo "== fuzz $target for ${MILLRACE_FUZZ_SECS}s"
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$MILLRACE_FUZZ_SECS")
+  done
+fi
+echo "== all tests passed"
