@@ -100,8 +100,12 @@ pub fn now_ms() -> i64 {
 
 type Reply<T> = flume::Sender<Result<T, EngineError>>;
 
+/// The answer to an append: the first sequence number, or the error; records come back
+/// when the shard had closed, so that the caller can re-route them without having kept a copy.
+type AppendReply = flume::Sender<Result<u128, (EngineError, Option<Vec<Record>>)>>;
+
 enum ShardMsg {
-    Append { records: Vec<Record>, reply: Reply<u128> },
+    Append { records: Vec<Record>, reply: AppendReply },
     Read { from: u128, limits: ReadLimits, reply: Reply<shard_log::ReadOutcome> },
     Resolve { start: StartPosition, reply: Reply<u128> },
     Close { reply: Reply<u128> },
@@ -394,13 +398,13 @@ impl Engine {
                 let (positions, records): (Vec<usize>, Vec<Record>) =
                     group.into_iter().map(|(position, record)| (indices[position], record)).unzip();
                 sender
-                    .send_async(ShardMsg::Append { records: records.clone(), reply })
+                    .send_async(ShardMsg::Append { records, reply })
                     .await
                     .map_err(|_| EngineError::ShuttingDown)?;
-                waits.push((shard, positions, records, rx));
+                waits.push((shard, positions, rx));
             }
             pending = Vec::new();
-            for (shard, positions, records, rx) in waits {
+            for (shard, positions, rx) in waits {
                 match rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)? {
                     Ok(base) => {
                         for (offset, position) in positions.into_iter().enumerate() {
@@ -408,10 +412,10 @@ impl Engine {
                             results[position] = Some(Appended { shard, sequence });
                         }
                     }
-                    Err(EngineError::ShardClosed { .. }) => {
+                    Err((EngineError::ShardClosed { .. }, Some(records))) => {
                         pending.extend(positions.into_iter().zip(records))
                     }
-                    Err(error) => return Err(error),
+                    Err((error, _)) => return Err(error),
                 }
             }
             if pending.is_empty() {
@@ -574,7 +578,8 @@ async fn core_main(
                             log.close();
                         }
                         let (tx, rx) = flume::bounded(config.shard_inbox);
-                        let task = shard_task(log, rx, storage.clone(), epoch, config.clone(), background);
+                        let task =
+                            shard_task(key, log, rx, storage.clone(), epoch, config.clone(), background);
                         glommio::spawn_local_into(task, ingest).expect("queue exists").detach();
                         let _ = reply.send(Ok(tx));
                     }
@@ -668,6 +673,7 @@ fn publish(ctl: &Ctl, shared: &Shared) {
 }
 
 async fn shard_task(
+    key: ShardKey,
     mut log: ShardLog<DmaStorage>,
     inbox: flume::Receiver<ShardMsg>,
     storage: DmaStorage,
@@ -677,7 +683,7 @@ async fn shard_task(
 ) {
     let mut closed = false;
     while let Ok(first) = inbox.recv_async().await {
-        let mut appends: Vec<(Vec<Record>, Reply<u128>)> = Vec::new();
+        let mut appends: Vec<(Vec<Record>, AppendReply)> = Vec::new();
         let mut others = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
@@ -690,7 +696,7 @@ async fn shard_task(
             }
         }
         if !appends.is_empty() {
-            commit_group(&mut log, appends, closed).await;
+            commit_group(key, &mut log, appends, closed).await;
             if log.is_poisoned() {
                 // The page cache can no longer be trusted: recover from the disk.
                 let dir = log.dir().to_owned();
@@ -747,18 +753,20 @@ async fn shard_task(
 }
 
 async fn commit_group(
+    key: ShardKey,
     log: &mut ShardLog<DmaStorage>,
-    appends: Vec<(Vec<Record>, Reply<u128>)>,
+    appends: Vec<(Vec<Record>, AppendReply)>,
     closed: bool,
 ) {
-    let (batches, replies): (Vec<Vec<Record>>, Vec<Reply<u128>>) = appends.into_iter().unzip();
     if closed {
-        // The engine handle only looks at the variant: it re-routes to the children.
-        for reply in replies {
-            let _ = reply.send(Err(EngineError::ShardClosed { stream: String::new(), shard: ShardId(0) }));
+        // Hand the records back: the engine handle re-routes them to the children.
+        for (records, reply) in appends {
+            let error = EngineError::ShardClosed { stream: log.dir().to_owned(), shard: key.shard };
+            let _ = reply.send(Err((error, Some(records))));
         }
         return;
     }
+    let (batches, replies): (Vec<Vec<Record>>, Vec<AppendReply>) = appends.into_iter().unzip();
     match log.append_group(batches, now_ms()).await {
         Ok(bases) => {
             for (reply, base) in replies.into_iter().zip(bases) {
@@ -768,7 +776,7 @@ async fn commit_group(
         Err(error) => {
             let error = EngineError::from(error);
             for reply in replies {
-                let _ = reply.send(Err(error.clone()));
+                let _ = reply.send(Err((error.clone(), None)));
             }
         }
     }

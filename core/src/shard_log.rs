@@ -194,7 +194,7 @@ impl<S: Storage + Clone> ShardLog<S> {
                 records: batch
                     .into_iter()
                     .map(|record| BodyRecord {
-                        partition_key: record.partition_key.as_str().to_owned(),
+                        partition_key: record.partition_key.into_string(),
                         data: record.data,
                     })
                     .collect(),

@@ -218,6 +218,10 @@ impl PartitionKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl FromStr for PartitionKey {
