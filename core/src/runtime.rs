@@ -44,6 +44,9 @@ pub struct EngineConfig {
     pub group_max_batches: usize,
     /// Bound of each shard's inbox; senders wait when it is full (backpressure).
     pub shard_inbox: usize,
+    /// Longest a task on an executor waits on a cross-thread channel before looking again
+    /// (see [`recv_or_tick`]).
+    pub heartbeat_interval: Duration,
 }
 
 impl EngineConfig {
@@ -56,6 +59,7 @@ impl EngineConfig {
             retention_interval: Duration::from_secs(60),
             group_max_batches: 4096,
             shard_inbox: 8192,
+            heartbeat_interval: TICK,
         }
     }
 }
@@ -128,6 +132,9 @@ enum ControlMsg {
     Retention,
     Stop { reply: flume::Sender<()> },
 }
+
+/// Each shard's inbox, by shard id.
+type ShardInboxes = HashMap<u32, flume::Sender<ShardMsg>>;
 
 /// What the data path needs to know about a stream, published by the controller.
 struct RouteStream {
@@ -433,7 +440,7 @@ impl Engine {
     fn route(
         &self,
         name: &StreamName,
-    ) -> Result<(Arc<StreamMeta>, HashMap<u32, flume::Sender<ShardMsg>>), EngineError> {
+    ) -> Result<(Arc<StreamMeta>, ShardInboxes), EngineError> {
         let routing = self.shared.routing.read().expect("not poisoned");
         let stream = routing
             .streams
@@ -498,6 +505,32 @@ impl Engine {
     }
 }
 
+/// Receives from a channel fed by other threads, on a glommio executor. With glommio 0.9 a
+/// wake sent from a foreign thread is sometimes lost: the benchmark saw a shard task sleep
+/// for 49 s with appends in its inbox, until an unrelated message arrived. So no task waits
+/// on a cross-thread channel without a timer: after `tick` it looks again, which bounds the
+/// cost of a lost wake to one tick while normal wakes still arrive at once.
+async fn recv_or_tick<T>(rx: &flume::Receiver<T>, tick: Duration) -> Result<T, flume::RecvError> {
+    loop {
+        match rx.try_recv() {
+            Ok(value) => return Ok(value),
+            Err(flume::TryRecvError::Disconnected) => return Err(flume::RecvError::Disconnected),
+            Err(flume::TryRecvError::Empty) => {}
+        }
+        let received = async { Some(rx.recv_async().await) };
+        let ticked = async {
+            glommio::timer::sleep(tick).await;
+            None
+        };
+        if let Some(result) = futures_lite::future::or(received, ticked).await {
+            return result;
+        }
+    }
+}
+
+/// The default for [`EngineConfig::heartbeat_interval`].
+const TICK: Duration = Duration::from_millis(1);
+
 /// Shard placement: spread each stream's shards over the cores.
 fn core_of(key: ShardKey, cores: usize) -> usize {
     (key.stream_uid as usize).wrapping_add(key.shard.0 as usize) % cores
@@ -520,7 +553,7 @@ impl ShardHosts for MeshHosts {
         core.send_async(CoreMsg::Open { key, epoch, closed, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
-        let sender = rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)??;
+        let sender = recv_or_tick(&rx, TICK).await.map_err(|_| EngineError::ShuttingDown)??;
         self.shards.insert(key, sender);
         Ok(())
     }
@@ -529,14 +562,14 @@ impl ShardHosts for MeshHosts {
         let sender = self.shards.get(&key).ok_or(EngineError::ShuttingDown)?;
         let (reply, rx) = flume::bounded(1);
         sender.send_async(ShardMsg::Close { reply }).await.map_err(|_| EngineError::ShuttingDown)?;
-        rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)?
+        recv_or_tick(&rx, TICK).await.map_err(|_| EngineError::ShuttingDown)?
     }
 
     async fn remove(&mut self, key: ShardKey) -> Result<(), EngineError> {
         let Some(sender) = self.shards.remove(&key) else { return Ok(()) };
         let (reply, rx) = flume::bounded(1);
         sender.send_async(ShardMsg::Remove { reply }).await.map_err(|_| EngineError::ShuttingDown)?;
-        rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)?
+        recv_or_tick(&rx, TICK).await.map_err(|_| EngineError::ShuttingDown)?
     }
 }
 
@@ -555,11 +588,10 @@ async fn core_main(
         return;
     }
     let executor = glommio::executor();
-    let ingest = executor.create_task_queue(
-        Shares::Static(1000),
-        Latency::Matters(Duration::from_millis(1)),
-        "ingest",
-    );
+    // Both queues are `Latency::NotImportant`: with a `Latency::Matters` queue, glommio 0.9
+    // loses wakes from foreign threads and executors sleep with work queued (reproduced
+    // outside Millrace with no I/O at all; see `recv_or_tick`). Shares still favour ingest.
+    let ingest = executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "ingest");
     let background = executor.create_task_queue(Shares::Static(50), Latency::NotImportant, "background");
     if let Some(control) = control {
         let hosts = MeshHosts { cores: core_txs, shards: HashMap::new() };
@@ -568,7 +600,7 @@ async fn core_main(
     } else {
         drop(started);
     }
-    while let Ok(message) = inbox.recv_async().await {
+    while let Ok(message) = recv_or_tick(&inbox, config.heartbeat_interval).await {
         match message {
             CoreMsg::Open { key, epoch, closed, reply } => {
                 let dir = catalog::shard_dir(key.stream_uid, key.shard);
@@ -623,7 +655,7 @@ async fn controller_task(
         }
     })
     .detach();
-    while let Ok(message) = control.recv_async().await {
+    while let Ok(message) = recv_or_tick(&control, config.heartbeat_interval).await {
         match message {
             ControlMsg::Run(op) => op(&mut ctl).await,
             ControlMsg::Retention => {
@@ -643,7 +675,7 @@ async fn controller_task(
                 for sender in senders {
                     let (tx, rx) = flume::bounded(1);
                     if sender.send_async(ShardMsg::Stop { reply: tx }).await.is_ok() {
-                        let _ = rx.recv_async().await;
+                        let _ = recv_or_tick(&rx, TICK).await;
                     }
                 }
                 ctl.hosts_mut().shards.clear();
@@ -682,7 +714,7 @@ async fn shard_task(
     background: TaskQueueHandle,
 ) {
     let mut closed = false;
-    while let Ok(first) = inbox.recv_async().await {
+    while let Ok(first) = recv_or_tick(&inbox, config.heartbeat_interval).await {
         let mut appends: Vec<(Vec<Record>, AppendReply)> = Vec::new();
         let mut others = Vec::new();
         let mut next = Some(first);

@@ -1,0 +1,34 @@
+//! Millrace benchmarks. `millrace-bench engine` drives the storage engine in-process (no
+//! network, no HTTP front end) with producer threads, measures durable-append throughput and
+//! latency, and can put them next to what fio measures on the same disk. Output ends with one
+//! `RESULT key=value ...` line for scripts.
+//!
+//! What it does not do: it does not read back or verify what it wrote (the core's tests do
+//! that), does not exercise resharding or consumers, and keeps nothing: the bench stream is
+//! deleted at the end.
+
+mod engine_bench;
+mod fio;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "millrace-bench", version, about = "Millrace benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Append throughput and latency of the in-process engine, optionally against fio.
+    Engine(engine_bench::EngineArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        BenchCommand::Engine(args) => engine_bench::run(&args),
+    }
+}
