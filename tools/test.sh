@@ -25,7 +25,10 @@ cargo test --workspace --locked
 echo "== benchmark smoke run (debug build: the figures mean nothing, the path is exercised)"
 smoke_dir="target/bench-smoke"
 rm -rf "$smoke_dir"
-result=$(cargo run --quiet --locked -p millrace-bench -- engine --data-dir "$smoke_dir" --duration 2 --producers 4 --vs-fio | tee /dev/stderr | tail -n 1)
+# Captured, then printed: `tee /dev/stderr` would truncate a log file that stderr points to.
+output=$(cargo run --quiet --locked -p millrace-bench -- engine --data-dir "$smoke_dir" --duration 2 --producers 4 --vs-fio)
+printf '%s\n' "$output"
+result=$(printf '%s\n' "$output" | tail -n 1)
 case "$result" in
   "RESULT mb_per_s="*) echo "bench: ok" ;;
   *) echo "bench: the last line is not a RESULT line: $result" >&2; exit 1 ;;
