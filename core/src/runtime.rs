@@ -437,10 +437,7 @@ impl Engine {
         Err(EngineError::ResourceInUse { what: format!("stream {name} is being resharded; retry") })
     }
 
-    fn route(
-        &self,
-        name: &StreamName,
-    ) -> Result<(Arc<StreamMeta>, ShardInboxes), EngineError> {
+    fn route(&self, name: &StreamName) -> Result<(Arc<StreamMeta>, ShardInboxes), EngineError> {
         let routing = self.shared.routing.read().expect("not poisoned");
         let stream = routing
             .streams

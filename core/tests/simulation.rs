@@ -18,7 +18,7 @@ use millrace_core::catalog::StreamMode;
 use millrace_core::engine::{route_records, Controller, LocalHosts, ShardKey};
 use millrace_core::shard_log::{self, LogConfig, ReadLimits, ShardLog};
 use millrace_core::sim::{Faults, SimDisk, SimRng};
-use millrace_core::types::{HashKey, PartitionKey, Record, ShardId, StreamName};
+use millrace_core::types::{HashKey, PartitionKey, Record, SequenceNumber, ShardId, StreamName};
 
 const HOUR_MS: i64 = 3_600_000;
 const RETENTION_MS: i64 = 24 * HOUR_MS;
@@ -34,6 +34,11 @@ struct Model {
     maybe: HashSet<Vec<u8>>,
     /// Retention may have removed acknowledged records that arrived before this.
     trim_cutoff_ms: i64,
+    /// Checkpoints by (stream, owner, shard): the last acknowledged value, and values of
+    /// later attempts that failed (any of which may have become durable).
+    checkpoints: HashMap<(StreamName, String, ShardId), (Option<u128>, Vec<u128>)>,
+    /// Streams whose deletion was acknowledged: they must stay gone.
+    deleted: Vec<StreamName>,
 }
 
 struct Sim {
@@ -181,6 +186,38 @@ impl Sim {
         result.is_ok()
     }
 
+    /// Returns false if the controller must restart.
+    async fn checkpoint(&mut self, ctl: &mut Ctl) -> bool {
+        let Some(name) = self.pick_stream() else { return true };
+        let Ok(meta) = ctl.stream(&name).cloned() else { return true };
+        let shard = &meta.shards[self.rng.below(meta.shards.len() as u64) as usize];
+        let owner = format!("app-{}", self.rng.below(2));
+        let sequence = SequenceNumber::new(shard.epoch, self.rng.below(1000));
+        let key = (name.clone(), owner.clone(), shard.shard_id());
+        let result = ctl.checkpoint(&name, &owner, shard.shard_id(), sequence, self.now_ms).await;
+        let entry = self.model.checkpoints.entry(key).or_default();
+        match result {
+            Ok(()) => *entry = (Some(sequence.0), Vec::new()),
+            Err(_) => entry.1.push(sequence.0),
+        }
+        result.is_ok()
+    }
+
+    /// Returns false if the controller must restart.
+    async fn delete(&mut self, ctl: &mut Ctl) -> bool {
+        let Some(name) = self.pick_stream() else { return true };
+        let Ok(meta) = ctl.stream(&name).cloned() else { return true };
+        // Whatever happens, stop tracking it: a failed delete may or may not have committed.
+        self.streams.retain(|stream| *stream != name);
+        self.model.checkpoints.retain(|(stream, _, _), _| *stream != name);
+        self.model.acked.retain(|key, _| key.stream_uid != meta.uid);
+        let result = ctl.delete_stream(&name, true, self.now_ms).await;
+        if result.is_ok() {
+            self.model.deleted.push(name);
+        }
+        result.is_ok()
+    }
+
     async fn retention(&mut self, ctl: &mut Ctl) {
         let cutoff_ms = self.now_ms - RETENTION_MS;
         self.model.trim_cutoff_ms = self.model.trim_cutoff_ms.max(cutoff_ms);
@@ -247,6 +284,30 @@ impl Sim {
                 "seed {seed} {when}: shard {key:?} with acknowledged data vanished"
             );
         }
+        for ((name, owner, shard), (acked, attempted)) in &self.model.checkpoints {
+            let uid = ctl.stream(name).expect("tracked streams exist").uid;
+            let stored = ctl.catalog().checkpoint(uid, owner, *shard).map(|checkpoint| checkpoint.sequence);
+            let allowed = stored == *acked || stored.is_some_and(|value| attempted.contains(&value));
+            assert!(
+                allowed,
+                "seed {seed} {when}: checkpoint {owner}/{shard} is {stored:?}, acknowledged {acked:?}"
+            );
+        }
+        for name in &self.model.deleted {
+            assert!(ctl.stream(name).is_err(), "seed {seed} {when}: deleted stream {name} is back");
+        }
+        if when.starts_with("recovery") || when.starts_with("final") {
+            // No shard file outlives its stream: deletions finish, or start-up removes them.
+            let live: HashSet<String> = ctl
+                .catalog()
+                .streams()
+                .flat_map(|stream| stream.shards.iter().map(|shard| stream.shard_dir(shard.shard_id())))
+                .collect();
+            for file in self.disk.file_names().iter().filter(|name| name.starts_with("shards/")) {
+                let dir = file.rsplit_once('/').map_or(file.as_str(), |(dir, _)| dir);
+                assert!(live.contains(dir), "seed {seed} {when}: orphan file {file}");
+            }
+        }
     }
 
     async fn run(mut self, steps: usize) {
@@ -266,6 +327,8 @@ impl Sim {
                 }
                 5..=9 => must_restart = !self.reshard(&mut ctl).await,
                 10..=12 => self.retention(&mut ctl).await,
+                21..=23 => must_restart = !self.checkpoint(&mut ctl).await,
+                24 if self.rng.chance(300_000) => must_restart = !self.delete(&mut ctl).await,
                 13..=15 => self.verify(&ctl, &format!("step {step}")).await,
                 16..=20 => {
                     // A crash somewhere in the next few operations.
