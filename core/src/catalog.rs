@@ -215,6 +215,11 @@ impl Catalog {
         }
     }
 
+    /// The stream id the next created stream gets; every id below was issued.
+    pub fn next_uid(&self) -> u64 {
+        self.next_uid
+    }
+
     pub fn stream(&self, name: &StreamName) -> Result<&StreamMeta, CatalogError> {
         self.streams.get(name.as_str()).ok_or_else(|| CatalogError::StreamNotFound { name: name.to_string() })
     }
@@ -612,6 +617,8 @@ pub struct CatalogStore<S: Storage> {
     active: Segment<S::File>,
     next_op: u128,
     poisoned: Option<String>,
+    /// Size of the snapshot that starts the active segment.
+    snapshot_bytes: u64,
 }
 
 impl<S: Storage> CatalogStore<S> {
@@ -631,14 +638,24 @@ impl<S: Storage> CatalogStore<S> {
         // The newest segment that starts with a valid snapshot wins; newer ones are leftovers
         // of a compaction that did not finish, older ones of one that did.
         let mut found = None;
+        let mut any_frames = false;
         for &id in ids.iter().rev() {
             if let Some((segment, _)) = segment::recover(storage, CATALOG_DIR, id).await? {
+                any_frames |= !segment.is_empty();
                 if let Some((catalog, next_op)) = replay(&segment).await? {
                     found = Some((id, catalog, next_op));
                     let _ = next_op;
                     break;
                 }
             }
+        }
+        if found.is_none() && any_frames {
+            // Something was committed, yet nothing replays: starting empty would make every
+            // stream's data look like garbage. Refuse, and leave the files for an operator.
+            return Err(StoreError::Corrupt {
+                path: CATALOG_DIR.to_owned(),
+                reason: "catalog segments hold frames but none starts with a valid snapshot".to_owned(),
+            });
         }
         let catalog = found.map(|(_, catalog, _)| catalog).unwrap_or_default();
         let next_id = ids.last().map_or(1, |last| last + 1);
@@ -650,7 +667,15 @@ impl<S: Storage> CatalogStore<S> {
             storage.remove(&path).await?;
         }
         storage.sync_dir(CATALOG_DIR).await?;
-        Ok(CatalogStore { storage: storage.clone(), catalog, active, next_op, poisoned: None })
+        let snapshot_bytes = active.len();
+        Ok(CatalogStore {
+            storage: storage.clone(),
+            catalog,
+            active,
+            next_op,
+            poisoned: None,
+            snapshot_bytes,
+        })
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -675,14 +700,25 @@ impl<S: Storage> CatalogStore<S> {
         self.active.commit(&frame, &[meta]).await?;
         self.next_op += 1;
         self.catalog.apply(op);
-        if self.active.len() > COMPACT_BYTES {
-            let id = self.active.id + 1;
-            let (active, next_op) = write_snapshot(&self.storage, id, &self.catalog, now_ms).await?;
-            let old = std::mem::replace(&mut self.active, active);
-            self.next_op = next_op;
-            self.storage.remove(old.path()).await?;
-            self.storage.sync_dir(CATALOG_DIR).await?;
+        // The op is durable and applied: from here on a failure does not undo it. Compaction
+        // waits until the log is well past the size of a snapshot, so that a large catalog
+        // does not compact on every commit.
+        if self.active.len() > COMPACT_BYTES.max(4 * self.snapshot_bytes) {
+            if let Err(error) = self.compact(now_ms).await {
+                self.poisoned = Some(format!("compaction failed: {error}"));
+            }
         }
+        Ok(())
+    }
+
+    async fn compact(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        let id = self.active.id + 1;
+        let (active, next_op) = write_snapshot(&self.storage, id, &self.catalog, now_ms).await?;
+        self.snapshot_bytes = active.len();
+        let old = std::mem::replace(&mut self.active, active);
+        self.next_op = next_op;
+        self.storage.remove(old.path()).await?;
+        self.storage.sync_dir(CATALOG_DIR).await?;
         Ok(())
     }
 }

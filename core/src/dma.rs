@@ -83,9 +83,8 @@ impl Storage for DmaStorage {
 
     async fn create_dir_all(&self, relative: &str) -> Result<(), IoError> {
         let path = self.path(relative);
-        if path.is_dir() {
-            return Ok(());
-        }
+        // No early return when it exists: a crash may have left the entry created but not
+        // yet durable, so the parents are synced every time (this runs once per shard open).
         std::fs::create_dir_all(&path).map_err(|error| io_error("create_dir_all", &path, error))?;
         // Make the new entries durable all the way up to the data directory's parent.
         let mut dir = path.as_path();
@@ -156,6 +155,18 @@ impl StorageFile for DmaStorageFile {
 
     async fn read_at(&self, offset: u64, len: usize) -> Result<ReadResult, IoError> {
         self.file.read_at_aligned(offset, len).await.map_err(|error| io_error("read", &self.path, error))
+    }
+
+    async fn release_after(&self, offset: u64) -> Result<(), IoError> {
+        let size = self.file.file_size().await.map_err(|error| io_error("stat", &self.path, error))?;
+        if size > offset {
+            // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE.
+            self.file
+                .deallocate(offset, size - offset)
+                .await
+                .map_err(|error| io_error("punch", &self.path, error))?;
+        }
+        Ok(())
     }
 
     async fn sync(&self) -> Result<(), IoError> {

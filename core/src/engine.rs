@@ -108,11 +108,14 @@ pub struct ShardKey {
 
 /// Whoever owns shard logs. Opening recovers the log from disk.
 pub trait ShardHosts {
-    async fn open(&mut self, key: ShardKey, epoch: u64, closed: bool) -> Result<(), EngineError>;
+    async fn open(&mut self, key: ShardKey, epoch: u64, closed: bool, now_ms: i64)
+        -> Result<(), EngineError>;
     /// Stops writes to the shard; returns its ending sequence number.
     async fn close(&mut self, key: ShardKey) -> Result<u128, EngineError>;
     /// Deletes the shard's files.
     async fn remove(&mut self, key: ShardKey) -> Result<(), EngineError>;
+    /// Undoes a close whose resharding failed before its catalog commit.
+    async fn reopen(&mut self, key: ShardKey) -> Result<(), EngineError>;
 }
 
 /// Runs catalog operations and their effects on shard logs.
@@ -134,16 +137,25 @@ impl<S: Storage + Clone, H: ShardHosts> Controller<S, H> {
             }
         }
         storage.create_dir_all("shards").await?;
+        let next_uid = store.catalog().next_uid();
         for name in storage.list("shards").await? {
             let dir = crate::storage::join("shards", &name);
-            if !live.contains(&dir) {
-                remove_dir_files(storage, &dir).await?;
+            if live.contains(&dir) {
+                continue;
+            }
+            // Only streams the catalog knows it created and deleted are garbage; a directory
+            // from a stream id it never issued means the catalog is older than the data, so
+            // it is kept for an operator to look at rather than deleted.
+            let uid = name.split_once('-').and_then(|(uid, _)| uid.parse::<u64>().ok());
+            match uid {
+                Some(uid) if uid < next_uid => remove_dir_files(storage, &dir).await?,
+                _ => eprintln!("millrace: keeping {dir}: the catalog does not know stream id {uid:?}"),
             }
         }
         for stream in store.catalog().streams() {
             for shard in &stream.shards {
                 let key = ShardKey { stream_uid: stream.uid, shard: shard.shard_id() };
-                hosts.open(key, shard.epoch, !shard.is_open()).await?;
+                hosts.open(key, shard.epoch, !shard.is_open(), now_ms).await?;
             }
         }
         Ok(Controller { storage: storage.clone(), store, hosts })
@@ -185,7 +197,7 @@ impl<S: Storage + Clone, H: ShardHosts> Controller<S, H> {
             .collect();
         // Logs first: a crash before the commit leaves orphan directories, removed at start.
         for (key, epoch) in &shards {
-            self.hosts.open(*key, *epoch, false).await?;
+            self.hosts.open(*key, *epoch, false, now_ms).await?;
         }
         self.commit(op, now_ms).await
     }
@@ -214,10 +226,14 @@ impl<S: Storage + Clone, H: ShardHosts> Controller<S, H> {
     ) -> Result<(), EngineError> {
         self.catalog().check_split(name, parent, new_start)?;
         let uid = self.stream(name)?.uid;
-        let ending = self.hosts.close(ShardKey { stream_uid: uid, shard: parent }).await?;
-        let op = self.catalog().prepare_split(name, parent, new_start, ending, now_ms)?;
-        self.commit(op, now_ms).await?;
-        self.open_new_children(name).await
+        let parent_key = ShardKey { stream_uid: uid, shard: parent };
+        let ending = self.hosts.close(parent_key).await?;
+        let committed = match self.catalog().prepare_split(name, parent, new_start, ending, now_ms) {
+            Ok(op) => self.commit(op, now_ms).await,
+            Err(error) => Err(error.into()),
+        };
+        self.undo_closes_on_error(committed, &[parent_key]).await?;
+        self.open_new_children(name, now_ms).await
     }
 
     pub async fn merge_shards(
@@ -229,11 +245,18 @@ impl<S: Storage + Clone, H: ShardHosts> Controller<S, H> {
     ) -> Result<(), EngineError> {
         self.catalog().check_merge(name, shard, adjacent)?;
         let uid = self.stream(name)?.uid;
-        let first = self.hosts.close(ShardKey { stream_uid: uid, shard }).await?;
-        let second = self.hosts.close(ShardKey { stream_uid: uid, shard: adjacent }).await?;
-        let op = self.catalog().prepare_merge(name, shard, adjacent, [first, second], now_ms)?;
-        self.commit(op, now_ms).await?;
-        self.open_new_children(name).await
+        let keys = [ShardKey { stream_uid: uid, shard }, ShardKey { stream_uid: uid, shard: adjacent }];
+        let first = self.hosts.close(keys[0]).await?;
+        let second = match self.hosts.close(keys[1]).await {
+            Ok(ending) => ending,
+            Err(error) => return self.undo_closes_on_error(Err(error), &keys[..1]).await,
+        };
+        let committed = match self.catalog().prepare_merge(name, shard, adjacent, [first, second], now_ms) {
+            Ok(op) => self.commit(op, now_ms).await,
+            Err(error) => Err(error.into()),
+        };
+        self.undo_closes_on_error(committed, &keys).await?;
+        self.open_new_children(name, now_ms).await
     }
 
     pub async fn update_shard_count(
@@ -245,22 +268,47 @@ impl<S: Storage + Clone, H: ShardHosts> Controller<S, H> {
         self.catalog().check_rescale(name, target)?;
         let stream = self.stream(name)?.clone();
         let mut endings = BTreeMap::new();
+        let mut closed = Vec::new();
         for shard in stream.open_shards() {
             let key = ShardKey { stream_uid: stream.uid, shard: shard.shard_id() };
-            endings.insert(shard.id, self.hosts.close(key).await?);
+            match self.hosts.close(key).await {
+                Ok(ending) => {
+                    endings.insert(shard.id, ending);
+                    closed.push(key);
+                }
+                Err(error) => return self.undo_closes_on_error(Err(error), &closed).await,
+            }
         }
-        let op = self.catalog().prepare_rescale(name, target, &endings, now_ms)?;
-        self.commit(op, now_ms).await?;
-        self.open_new_children(name).await
+        let committed = match self.catalog().prepare_rescale(name, target, &endings, now_ms) {
+            Ok(op) => self.commit(op, now_ms).await,
+            Err(error) => Err(error.into()),
+        };
+        self.undo_closes_on_error(committed, &closed).await?;
+        self.open_new_children(name, now_ms).await
+    }
+
+    /// On error, reopens the shards a failed resharding had closed: the catalog still has
+    /// them open, so they must keep taking writes.
+    async fn undo_closes_on_error(
+        &mut self,
+        result: Result<(), EngineError>,
+        closed: &[ShardKey],
+    ) -> Result<(), EngineError> {
+        if result.is_err() {
+            for key in closed {
+                let _ = self.hosts.reopen(*key).await;
+            }
+        }
+        result
     }
 
     /// Opens the logs of open shards created by the last commit (those with no log yet are
     /// exactly the ones whose id is at or above the lowest new id; opening is idempotent).
-    async fn open_new_children(&mut self, name: &StreamName) -> Result<(), EngineError> {
+    async fn open_new_children(&mut self, name: &StreamName, now_ms: i64) -> Result<(), EngineError> {
         let stream = self.stream(name)?.clone();
         for shard in stream.open_shards().filter(|shard| !shard.parents.is_empty()) {
             let key = ShardKey { stream_uid: stream.uid, shard: shard.shard_id() };
-            self.hosts.open(key, shard.epoch, false).await?;
+            self.hosts.open(key, shard.epoch, false, now_ms).await?;
         }
         Ok(())
     }
@@ -330,6 +378,26 @@ pub fn route_records(stream: &StreamMeta, records: Vec<Record>) -> Result<Vec<Ro
     Ok(groups.into_iter().collect())
 }
 
+/// Opens a shard's log: a closed shard only recovers; an open one also gets a fresh
+/// segment that durably records its next sequence number (see
+/// [`ShardLog::open_for_writes`]).
+pub async fn open_shard_log<S: Storage + Clone>(
+    storage: &S,
+    dir: &str,
+    epoch: u64,
+    config: LogConfig,
+    closed: bool,
+    now_ms: i64,
+) -> Result<ShardLog<S>, LogError> {
+    if closed {
+        let mut log = ShardLog::open(storage, dir, epoch, config).await?;
+        log.close();
+        Ok(log)
+    } else {
+        ShardLog::open_for_writes(storage, dir, epoch, config, now_ms).await
+    }
+}
+
 /// Every shard log in one place, owned by the caller's task: the simulation and
 /// single-threaded tests.
 pub struct LocalHosts<S: Storage> {
@@ -345,15 +413,18 @@ impl<S: Storage + Clone> LocalHosts<S> {
 }
 
 impl<S: Storage + Clone> ShardHosts for LocalHosts<S> {
-    async fn open(&mut self, key: ShardKey, epoch: u64, closed: bool) -> Result<(), EngineError> {
+    async fn open(
+        &mut self,
+        key: ShardKey,
+        epoch: u64,
+        closed: bool,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
         if self.logs.contains_key(&key) {
             return Ok(());
         }
         let dir = catalog::shard_dir(key.stream_uid, key.shard);
-        let mut log = ShardLog::open(&self.storage, &dir, epoch, self.config).await?;
-        if closed {
-            log.close();
-        }
+        let log = open_shard_log(&self.storage, &dir, epoch, self.config, closed, now_ms).await?;
         self.logs.insert(key, log);
         Ok(())
     }
@@ -361,6 +432,13 @@ impl<S: Storage + Clone> ShardHosts for LocalHosts<S> {
     async fn close(&mut self, key: ShardKey) -> Result<u128, EngineError> {
         let log = self.logs.get_mut(&key).expect("open shards have logs");
         Ok(log.close())
+    }
+
+    async fn reopen(&mut self, key: ShardKey) -> Result<(), EngineError> {
+        if let Some(log) = self.logs.get_mut(&key) {
+            log.reopen_writes();
+        }
+        Ok(())
     }
 
     async fn remove(&mut self, key: ShardKey) -> Result<(), EngineError> {

@@ -113,13 +113,14 @@ enum ShardMsg {
     Read { from: u128, limits: ReadLimits, reply: Reply<shard_log::ReadOutcome> },
     Resolve { start: StartPosition, reply: Reply<u128> },
     Close { reply: Reply<u128> },
+    Reopen { reply: Reply<()> },
     Trim { cutoff_ms: i64 },
     Remove { reply: Reply<()> },
     Stop { reply: flume::Sender<()> },
 }
 
 enum CoreMsg {
-    Open { key: ShardKey, epoch: u64, closed: bool, reply: Reply<flume::Sender<ShardMsg>> },
+    Open { key: ShardKey, epoch: u64, closed: bool, now_ms: i64, reply: Reply<flume::Sender<ShardMsg>> },
     Stop,
 }
 
@@ -541,13 +542,19 @@ struct MeshHosts {
 }
 
 impl ShardHosts for MeshHosts {
-    async fn open(&mut self, key: ShardKey, epoch: u64, closed: bool) -> Result<(), EngineError> {
+    async fn open(
+        &mut self,
+        key: ShardKey,
+        epoch: u64,
+        closed: bool,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
         if self.shards.contains_key(&key) {
             return Ok(());
         }
         let core = &self.cores[core_of(key, self.cores.len())];
         let (reply, rx) = flume::bounded(1);
-        core.send_async(CoreMsg::Open { key, epoch, closed, reply })
+        core.send_async(CoreMsg::Open { key, epoch, closed, now_ms, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         let sender = recv_or_tick(&rx, TICK).await.map_err(|_| EngineError::ShuttingDown)??;
@@ -559,6 +566,13 @@ impl ShardHosts for MeshHosts {
         let sender = self.shards.get(&key).ok_or(EngineError::ShuttingDown)?;
         let (reply, rx) = flume::bounded(1);
         sender.send_async(ShardMsg::Close { reply }).await.map_err(|_| EngineError::ShuttingDown)?;
+        recv_or_tick(&rx, TICK).await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    async fn reopen(&mut self, key: ShardKey) -> Result<(), EngineError> {
+        let sender = self.shards.get(&key).ok_or(EngineError::ShuttingDown)?;
+        let (reply, rx) = flume::bounded(1);
+        sender.send_async(ShardMsg::Reopen { reply }).await.map_err(|_| EngineError::ShuttingDown)?;
         recv_or_tick(&rx, TICK).await.map_err(|_| EngineError::ShuttingDown)?
     }
 
@@ -599,13 +613,10 @@ async fn core_main(
     }
     while let Ok(message) = recv_or_tick(&inbox, config.heartbeat_interval).await {
         match message {
-            CoreMsg::Open { key, epoch, closed, reply } => {
+            CoreMsg::Open { key, epoch, closed, now_ms, reply } => {
                 let dir = catalog::shard_dir(key.stream_uid, key.shard);
-                match ShardLog::open(&storage, &dir, epoch, config.log).await {
-                    Ok(mut log) => {
-                        if closed {
-                            log.close();
-                        }
+                match engine::open_shard_log(&storage, &dir, epoch, config.log, closed, now_ms).await {
+                    Ok(log) => {
                         let (tx, rx) = flume::bounded(config.shard_inbox);
                         let task =
                             shard_task(key, log, rx, storage.clone(), epoch, config.clone(), background);
@@ -716,11 +727,15 @@ async fn shard_task(
         let mut others = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
+            // A control message ends the group, so that an append that arrives after a
+            // Remove or Stop is never committed (and acknowledged) before it.
+            let ends_group =
+                matches!(message, ShardMsg::Close { .. } | ShardMsg::Remove { .. } | ShardMsg::Stop { .. });
             match message {
                 ShardMsg::Append { records, reply } => appends.push((records, reply)),
                 other => others.push(other),
             }
-            if appends.len() < config.group_max_batches {
+            if !ends_group && appends.len() < config.group_max_batches {
                 next = inbox.try_recv().ok();
             }
         }
@@ -729,7 +744,7 @@ async fn shard_task(
             if log.is_poisoned() {
                 // The page cache can no longer be trusted: recover from the disk.
                 let dir = log.dir().to_owned();
-                match ShardLog::open(&storage, &dir, epoch, config.log).await {
+                match ShardLog::open_for_writes(&storage, &dir, epoch, config.log, now_ms()).await {
                     Ok(recovered) => {
                         log = recovered;
                         if closed {
@@ -752,6 +767,11 @@ async fn shard_task(
                 ShardMsg::Close { reply } => {
                     closed = true;
                     let _ = reply.send(Ok(log.close()));
+                }
+                ShardMsg::Reopen { reply } => {
+                    closed = false;
+                    log.reopen_writes();
+                    let _ = reply.send(Ok(()));
                 }
                 ShardMsg::Trim { cutoff_ms } => match log.detach_expired(cutoff_ms, now_ms()).await {
                     Ok(expired) if !expired.0.is_empty() => {

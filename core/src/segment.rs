@@ -134,6 +134,13 @@ impl<F: StorageFile> Segment<F> {
         self.sealed = true;
     }
 
+    /// Gives back the preallocated space past the committed data of a sealed segment.
+    pub async fn release_unused(&self) -> Result<(), IoError> {
+        assert!(self.sealed, "only sealed segments give space back");
+        let keep = DATA_START + self.end.div_ceil(BLOCK_BYTES as u64) * BLOCK_BYTES as u64;
+        self.file.release_after(keep).await
+    }
+
     /// Appends encoded frames (the concatenation of `metas.len()` frames) and makes them
     /// durable. On error nothing is acknowledged and the segment must not be written again:
     /// the caller seals it and recovers from disk.
@@ -433,7 +440,7 @@ pub async fn recover<S: Storage>(
     // copy stays in its slot, and only differing blocks are touched.
     let full_blocks = offset / BLOCK_BYTES as u64;
     for slot in slots.iter().filter(|slot| slot.block_index < full_blocks) {
-        let at = slot.block_index * BLOCK_BYTES as u64;
+        let at = slot.block_index * BLOCK_BYTES as u64; // < full_blocks * 4096: no overflow
         let image = window.get(&segment.file, at, BLOCK_BYTES).await?.to_vec();
         let on_disk = segment.file.read_at(DATA_START + at, BLOCK_BYTES).await?;
         if on_disk[..] != image[..] {
@@ -467,7 +474,7 @@ impl RecoveryWindow<'_> {
             self.bytes.extend_from_slice(&read);
             self.bytes.resize(want as usize, 0);
             for slot in self.slots {
-                let slot_start = slot.block_index * block;
+                let slot_start = slot.block_index.saturating_mul(block);
                 let slot_end = slot_start + slot.data.len() as u64;
                 let window_end = self.start + want;
                 if slot_end <= self.start || slot_start >= window_end {

@@ -136,6 +136,31 @@ impl<S: Storage + Clone> ShardLog<S> {
         })
     }
 
+    /// Opens a log that will take appends: recovers it, then starts a new segment whose
+    /// header durably records the next sequence number before anything is read or written.
+    /// Recovery may accept frames that are visible but were never made durable (after a
+    /// failed fdatasync the page cache, or a drive's volatile cache, still shows them, and a
+    /// re-sync may flush nothing); should they vanish in a later power cut, the new header
+    /// still keeps their sequence numbers from being handed out again to other records.
+    /// The recovered segment before it gives back its unused preallocated space.
+    pub async fn open_for_writes(
+        storage: &S,
+        dir: &str,
+        epoch: u64,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        let io = |source| LogError::Io { dir: dir.to_owned(), source };
+        let mut log = Self::open(storage, dir, epoch, config).await?;
+        if log.segments.back().is_some_and(|last| !last.is_empty()) {
+            let next = log.next_sequence;
+            log.roll(now_ms, next).await.map_err(io)?;
+            let sealed = &log.segments[log.segments.len() - 2];
+            sealed.release_unused().await.map_err(io)?;
+        }
+        Ok(log)
+    }
+
     pub fn dir(&self) -> &str {
         &self.dir
     }
@@ -163,6 +188,11 @@ impl<S: Storage + Clone> ShardLog<S> {
     pub fn close(&mut self) -> u128 {
         self.closed = true;
         self.next_sequence.saturating_sub(1).max(SequenceNumber::new(self.epoch, 0).0)
+    }
+
+    /// Takes back a [`ShardLog::close`] whose resharding failed before it was committed.
+    pub fn reopen_writes(&mut self) {
+        self.closed = false;
     }
 
     /// Appends a group of batches, each becoming one frame, with one fdatasync per segment
@@ -288,7 +318,9 @@ impl<S: Storage + Clone> ShardLog<S> {
             StartPosition::TrimHorizon => Ok(self.first_sequence()),
             StartPosition::Latest => Ok(self.next_sequence),
             StartPosition::AtSequence(sequence) => check(sequence),
-            StartPosition::AfterSequence(sequence) => Ok(check(sequence)? + 1),
+            StartPosition::AfterSequence(sequence) => check(sequence)?
+                .checked_add(1)
+                .ok_or(LogError::ForeignSequence { dir: self.dir.clone(), sequence: sequence.0 }),
             StartPosition::AtTimestamp { arrival_ms } => self.sequence_at_time(arrival_ms).await,
         }
     }
@@ -391,7 +423,10 @@ impl<S: Storage + Clone> ShardLog<S> {
             .is_some_and(|last| last.stats.records > 0 && last.stats.last_arrival_ms < cutoff_ms);
         if newest_expired && !self.closed && self.poisoned.is_none() {
             let next = self.next_sequence;
-            self.roll(now_ms, next).await.map_err(|source| LogError::Io { dir: self.dir.clone(), source })?;
+            if let Err(source) = self.roll(now_ms, next).await {
+                self.poisoned = Some(source.to_string());
+                return Err(LogError::Io { dir: self.dir.clone(), source });
+            }
         }
         let mut expired = Vec::new();
         while self.segments.len() > 1 {

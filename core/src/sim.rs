@@ -321,6 +321,12 @@ impl StorageFile for SimFile {
         Ok(AlignedBytes(bytes))
     }
 
+    async fn release_after(&self, offset: u64) -> Result<(), IoError> {
+        // Space is not modelled; only the failure is.
+        let _ = offset;
+        self.disk.begin("release", &self.path)
+    }
+
     async fn sync(&self) -> Result<(), IoError> {
         self.disk.begin("sync", &self.path)?;
         let mut state = self.disk.state.borrow_mut();

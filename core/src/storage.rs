@@ -61,6 +61,9 @@ pub trait StorageFile {
     async fn read_at(&self, offset: u64, len: usize) -> Result<Self::ReadBuf, IoError>;
     /// fdatasync: every write issued before is on stable storage when this returns Ok.
     async fn sync(&self) -> Result<(), IoError>;
+    /// Gives back the space of everything past `offset` (preallocated and never to be
+    /// written); reads there return zeros or nothing. Only for files no longer written.
+    async fn release_after(&self, offset: u64) -> Result<(), IoError>;
 }
 
 /// Joins a directory and a name.

@@ -26,6 +26,9 @@ const ALL: ReadLimits = ReadLimits { max_records: usize::MAX, max_bytes: usize::
 
 type Ctl = Controller<SimDisk, LocalHosts<SimDisk>>;
 
+/// (stream, owner, shard)
+type CheckpointKey = (StreamName, String, ShardId);
+
 #[derive(Default)]
 struct Model {
     /// Acknowledged records by shard: data → (sequence, arrival time of the append).
@@ -36,9 +39,12 @@ struct Model {
     trim_cutoff_ms: i64,
     /// Checkpoints by (stream, owner, shard): the last acknowledged value, and values of
     /// later attempts that failed (any of which may have become durable).
-    checkpoints: HashMap<(StreamName, String, ShardId), (Option<u128>, Vec<u128>)>,
+    checkpoints: HashMap<CheckpointKey, (Option<u128>, Vec<u128>)>,
     /// Streams whose deletion was acknowledged: they must stay gone.
     deleted: Vec<StreamName>,
+    /// Every (shard, sequence) a reader has seen, with its data: a sequence number never
+    /// comes back naming different data, whether by a later read or a later acknowledgement.
+    seen: HashMap<(ShardKey, u128), Vec<u8>>,
 }
 
 struct Sim {
@@ -126,8 +132,16 @@ impl Sim {
                 Ok(bases) => {
                     for (base, batch) in bases.into_iter().zip(datas) {
                         for (offset, data) in batch.into_iter().enumerate() {
+                            let sequence = base + offset as u128;
+                            if let Some(seen) = self.model.seen.get(&(key, sequence)) {
+                                assert_eq!(
+                                    seen, &data,
+                                    "seed {}: sequence {sequence} of {key:?} was read as other data before",
+                                    self.seed
+                                );
+                            }
                             let acked = self.model.acked.entry(key).or_default();
-                            acked.insert(data, (base + offset as u128, self.now_ms));
+                            acked.insert(data, (sequence, self.now_ms));
                         }
                     }
                 }
@@ -138,7 +152,10 @@ impl Sim {
                         // Appends only reach open shards, so the recovered log stays open.
                         let dir = log.dir().to_owned();
                         let epoch = meta.shard(shard).expect("routed shard exists").epoch;
-                        if let Ok(recovered) = ShardLog::open(&self.disk, &dir, epoch, self.config).await {
+                        let reopened =
+                            ShardLog::open_for_writes(&self.disk, &dir, epoch, self.config, self.now_ms)
+                                .await;
+                        if let Ok(recovered) = reopened {
                             *ctl.hosts_mut().logs.get_mut(&key).expect("present") = recovered;
                         }
                     }
@@ -267,6 +284,16 @@ impl Sim {
                         ),
                     }
                     present.insert(record.data.clone());
+                    let seen = self
+                        .model
+                        .seen
+                        .entry((key, record.sequence.0))
+                        .or_insert_with(|| record.data.clone());
+                    assert_eq!(
+                        seen, &record.data,
+                        "seed {seed} {when}: sequence {} of {key:?} now names other data",
+                        record.sequence
+                    );
                 }
                 for (data, (sequence, arrival_ms)) in acked.into_iter().flatten() {
                     if *arrival_ms >= self.model.trim_cutoff_ms {
@@ -376,4 +403,25 @@ fn simulated_crashes_lose_nothing_acknowledged() {
     for seed in 0..seeds {
         run_seed(seed, 250);
     }
+}
+
+#[test]
+fn failed_split_leaves_the_parent_writable() {
+    block_on(async {
+        let disk = SimDisk::new(1, Faults::default());
+        let config = LogConfig { segment_bytes: 1 << 20, prealloc_bytes: 0 };
+        let mut ctl = Controller::start(&disk, LocalHosts::new(&disk, config), 0).await.unwrap();
+        let name: StreamName = "s".parse().unwrap();
+        ctl.create_stream(&name, 1, StreamMode::Provisioned, 0).await.unwrap();
+        // Every write fails: the split's catalog commit cannot happen.
+        disk.set_faults(Faults { write_error_ppm: 1_000_000, sync_error_ppm: 0 });
+        assert!(ctl.split_shard(&name, ShardId(0), HashKey(u128::MAX / 2), 1).await.is_err());
+        disk.set_faults(Faults::default());
+        let meta = ctl.stream(&name).unwrap().clone();
+        assert_eq!(meta.open_shards().count(), 1, "the catalog still has the parent open");
+        let key = ShardKey { stream_uid: meta.uid, shard: ShardId(0) };
+        let log = ctl.hosts_mut().logs.get_mut(&key).unwrap();
+        let record = Record::new("k".parse::<PartitionKey>().unwrap(), vec![1, 2, 3]);
+        assert!(log.append_group(vec![vec![record]], 2).await.is_ok(), "the parent takes writes again");
+    });
 }
