@@ -122,6 +122,12 @@ impl<S: Storage + Clone> ShardLog<S> {
                 }
             }
         }
+        if !segments.is_empty() {
+            // Recovery synced every recovered file; their directory entries must be durable
+            // too, or a segment created just before a crash (a high-water mark among them)
+            // could still vanish in a power cut after readers saw what it protects.
+            storage.sync_dir(dir).await.map_err(io)?;
+        }
         Ok(ShardLog {
             storage: storage.clone(),
             dir: dir.to_owned(),
@@ -152,7 +158,10 @@ impl<S: Storage + Clone> ShardLog<S> {
     ) -> Result<Self, LogError> {
         let io = |source| LogError::Io { dir: dir.to_owned(), source };
         let mut log = Self::open(storage, dir, epoch, config).await?;
-        if log.segments.back().is_some_and(|last| !last.is_empty()) {
+        // Even an empty last segment is no proof: its header may be a write whose
+        // fdatasync failed, visible now and lost in the next power cut. Only a segment
+        // written and synced by this open is.
+        if !log.segments.is_empty() {
             let next = log.next_sequence;
             log.roll(now_ms, next).await.map_err(io)?;
             let sealed = &log.segments[log.segments.len() - 2];
