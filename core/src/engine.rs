@@ -22,7 +22,8 @@ use crate::storage::{IoError, Storage};
 use crate::types::{HashKey, Record, SequenceNumber, ShardId, StreamName};
 
 /// The engine's errors, as callers see them. The network layers map each variant onto
-/// their protocol's error codes.
+/// their protocol's error codes. Deliberately flat (it repeats [`CatalogError`]'s variants
+/// rather than wrapping it), so that each protocol maps every engine error in one table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
