@@ -20,7 +20,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "== cargo test (workspace, debug)"
-cargo test --workspace --locked
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+# cargo's last "test result" line is often a doc-test run of 0: sum them all instead.
+summary=$(awk '/^test result:/ {passed += $4; failed += $6} END {printf "%d passed, %d failed", passed, failed}' "$test_log")
 
 echo "== benchmark smoke run (debug build: the figures mean nothing, the path is exercised)"
 smoke_dir="target/bench-smoke"
@@ -43,3 +47,4 @@ if [ -n "${MILLRACE_FUZZ_SECS:-}" ]; then
   done
 fi
 echo "== all tests passed"
+echo "tests: $summary"
