@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v fio >/dev/null 2>&1 || need_apt+=(fio)
+# The Kinesis API tests drive the server with boto3 and the AWS CLI from a venv.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -18,6 +20,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "error: the Rust toolchain (cargo, stable >= 1.85) is required: https://rustup.rs" >&2
   exit 1
 fi
+
+requirements=tools/tests/kinesis/requirements.txt
+if ! cmp -s "$requirements" .venv/requirements.installed 2>/dev/null; then
+  echo "== python venv with boto3 and the AWS CLI (.venv, from $requirements)"
+  rm -rf .venv
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" .venv/requirements.installed
+fi
+export MILLRACE_PYTHON="$PWD/.venv/bin/python"
 
 echo "== cargo test (workspace, debug)"
 test_log=$(mktemp)

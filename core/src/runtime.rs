@@ -383,59 +383,98 @@ impl Engine {
     }
 
     /// Appends records; returns, in input order, where each went once all are durable.
-    /// Records of one partition key keep their order.
+    /// Records of one partition key keep their order. Fails as a whole if any shard's
+    /// commit failed (see [`Engine::append_each`] for per-record outcomes).
     pub async fn append(
         &self,
         name: &StreamName,
         records: Vec<Record>,
     ) -> Result<Vec<Appended>, EngineError> {
+        self.append_each(name, records).await?.into_iter().collect()
+    }
+
+    /// Appends records, answering for each one: where it went once durable, or why its
+    /// shard's commit failed. The outer error is for the whole batch (unknown stream, a
+    /// record too large) and means nothing was stored.
+    pub async fn append_each(
+        &self,
+        name: &StreamName,
+        records: Vec<Record>,
+    ) -> Result<Vec<Result<Appended, EngineError>>, EngineError> {
         let total = records.len();
-        let mut results: Vec<Option<Appended>> = vec![None; total];
+        let mut results: Vec<Option<Result<Appended, EngineError>>> = vec![None; total];
         let mut pending: Vec<(usize, Record)> = records.into_iter().enumerate().collect();
+        let fail = |results: &mut [Option<Result<Appended, EngineError>>],
+                    positions: &[usize],
+                    error: &EngineError| {
+            for &position in positions {
+                results[position] = Some(Err(error.clone()));
+            }
+        };
         // A shard may close between routing and appending (a split): retry those records
         // once the controller has published the new shards. Bounded.
-        for _attempt in 0..8 {
-            let (meta, senders) = self.route(name)?;
-            let indices: Vec<usize> = pending.iter().map(|(index, _)| *index).collect();
-            let groups =
-                engine::route_records(&meta, pending.into_iter().map(|(_, record)| record).collect())?;
-            let mut waits = Vec::with_capacity(groups.len());
-            for (shard, group) in groups {
-                let sender = senders.get(&shard.0).ok_or(EngineError::ShuttingDown)?;
-                let (reply, rx) = flume::bounded(1);
-                let (positions, records): (Vec<usize>, Vec<Record>) =
-                    group.into_iter().map(|(position, record)| (indices[position], record)).unzip();
-                sender
-                    .send_async(ShardMsg::Append { records, reply })
-                    .await
-                    .map_err(|_| EngineError::ShuttingDown)?;
-                waits.push((shard, positions, rx));
+        for attempt in 0..8 {
+            if pending.is_empty() {
+                break;
             }
-            pending = Vec::new();
-            for (shard, positions, rx) in waits {
-                match rx.recv_async().await.map_err(|_| EngineError::ShuttingDown)? {
-                    Ok(base) => {
-                        for (offset, position) in positions.into_iter().enumerate() {
-                            let sequence = SequenceNumber(base + offset as u128);
-                            results[position] = Some(Appended { shard, sequence });
-                        }
-                    }
-                    Err((EngineError::ShardClosed { .. }, Some(records))) => {
-                        pending.extend(positions.into_iter().zip(records))
-                    }
-                    Err((error, _)) => return Err(error),
+            let indices: Vec<usize> = pending.iter().map(|(index, _)| *index).collect();
+            if attempt > 0 {
+                // Wait for the operation that closed the shard to finish and publish.
+                if let Err(error) = self.control(|_| Box::pin(async { Ok(()) })).await {
+                    fail(&mut results, &indices, &error);
+                    pending.clear();
+                    break;
                 }
             }
-            if pending.is_empty() {
-                return Ok(results
-                    .into_iter()
-                    .map(|result| result.expect("every record answered"))
-                    .collect());
+            let records: Vec<Record> =
+                std::mem::take(&mut pending).into_iter().map(|(_, record)| record).collect();
+            let routed = self
+                .route(name)
+                .and_then(|(meta, senders)| Ok((engine::route_records(&meta, records)?, senders)));
+            let (groups, senders) = match routed {
+                Ok(routed) => routed,
+                // Nothing is stored yet: the whole batch fails.
+                Err(error) if attempt == 0 => return Err(error),
+                Err(error) => {
+                    fail(&mut results, &indices, &error);
+                    break;
+                }
+            };
+            let mut waits = Vec::with_capacity(groups.len());
+            for (shard, group) in groups {
+                let (positions, records): (Vec<usize>, Vec<Record>) =
+                    group.into_iter().map(|(position, record)| (indices[position], record)).unzip();
+                let Some(sender) = senders.get(&shard.0) else {
+                    fail(&mut results, &positions, &EngineError::ShuttingDown);
+                    continue;
+                };
+                let (reply, rx) = flume::bounded(1);
+                if sender.send_async(ShardMsg::Append { records, reply }).await.is_err() {
+                    fail(&mut results, &positions, &EngineError::ShuttingDown);
+                    continue;
+                }
+                waits.push((shard, positions, rx));
             }
-            // Wait for the operation that closed the shard to finish and publish.
-            self.control(|_| Box::pin(async { Ok(()) })).await?;
+            for (shard, positions, rx) in waits {
+                match rx.recv_async().await {
+                    Ok(Ok(base)) => {
+                        for (offset, position) in positions.into_iter().enumerate() {
+                            let sequence = SequenceNumber(base + offset as u128);
+                            results[position] = Some(Ok(Appended { shard, sequence }));
+                        }
+                    }
+                    Ok(Err((EngineError::ShardClosed { .. }, Some(records)))) => {
+                        pending.extend(positions.into_iter().zip(records))
+                    }
+                    Ok(Err((error, _))) => fail(&mut results, &positions, &error),
+                    Err(_) => fail(&mut results, &positions, &EngineError::ShuttingDown),
+                }
+            }
         }
-        Err(EngineError::ResourceInUse { what: format!("stream {name} is being resharded; retry") })
+        let busy = EngineError::ResourceInUse { what: format!("stream {name} is being resharded; retry") };
+        let left: Vec<usize> = pending.iter().map(|(position, _)| *position).collect();
+        fail(&mut results, &left, &busy);
+        Ok(results.into_iter().map(|result| result.expect("every record answered")).collect())
     }
 
     fn route(&self, name: &StreamName) -> Result<(Arc<StreamMeta>, ShardInboxes), EngineError> {

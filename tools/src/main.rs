@@ -1,6 +1,6 @@
 //! The `millrace` command. `millrace serve` runs the appliance on a data directory (created
-//! if missing, no config file needed) until SIGINT or SIGTERM, then stops after the
-//! in-flight commits are durable. The network front ends (HTTP Kinesis API, QUIC) and the
+//! if missing, no config file needed), serving the Kinesis HTTP API, until SIGINT or
+//! SIGTERM, then stops after the in-flight commits are durable. QUIC ingest and the
 //! stream/video/admin commands join here as they are built.
 #![forbid(unsafe_code)]
 
@@ -10,6 +10,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millrace_core::runtime::{Engine, EngineConfig};
 use millrace_core::shard_log::LogConfig;
+use millrace_net::http::{Auth, HttpConfig, HttpServer};
+use millrace_net::kinesis::{ApiConfig, KinesisApi};
+use millrace_net::secrets;
 
 #[derive(Parser)]
 #[command(name = "millrace", version, about = "Millrace: the Kinesis family on one box")]
@@ -38,6 +41,32 @@ struct ServeArgs {
     /// How often retention trims expired segments, in seconds.
     #[arg(long, default_value_t = 60)]
     retention_interval_secs: u64,
+    /// Address of the AWS-compatible HTTP API (Kinesis Data Streams).
+    #[arg(long, default_value = "127.0.0.1:4567")]
+    http_listen: std::net::SocketAddr,
+    /// `sigv4` checks every request's signature against MILLRACE_ACCESS_KEY_ID /
+    /// MILLRACE_SECRET_ACCESS_KEY, or the key pair generated into the data directory;
+    /// `none` turns checking off (local development only).
+    #[arg(long, value_enum, default_value_t = AuthMode::Sigv4)]
+    auth: AuthMode,
+    /// Enforce AWS's per-shard throughput limits (ProvisionedThroughputExceededException).
+    #[arg(long)]
+    emulate_limits: bool,
+    /// Region named in ARNs.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// How long shard iterators stay valid, in seconds (AWS: 300). For tests.
+    #[arg(long, default_value_t = 300, hide = true)]
+    iterator_ttl_secs: u64,
+    /// Threads serving HTTP.
+    #[arg(long, default_value_t = 2)]
+    http_threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    Sigv4,
+    None,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,14 +100,77 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.cores,
         streams.len()
     );
-    eprintln!(
-        "millrace: no network listeners yet (the HTTP Kinesis API and QUIC ingest are issues #3 and #4)"
-    );
+    let http = match start_http(&args, &engine, &data_dir) {
+        Ok(http) => http,
+        Err(error) => {
+            engine.shutdown();
+            return Err(error);
+        }
+    };
     eprintln!("millrace: stop with Ctrl-C or SIGTERM");
     if let Some(signal) = signals.forever().next() {
         eprintln!("millrace: signal {signal}: finishing in-flight commits and stopping");
     }
+    http.shutdown();
     engine.shutdown();
     eprintln!("millrace: stopped cleanly");
     Ok(())
+}
+
+fn start_http(args: &ServeArgs, engine: &Engine, data_dir: &std::path::Path) -> anyhow::Result<HttpServer> {
+    let auth = match args.auth {
+        AuthMode::None => {
+            eprintln!("millrace: --auth none: requests are NOT authenticated");
+            Auth::None
+        }
+        AuthMode::Sigv4 => {
+            let from_env =
+                (std::env::var("MILLRACE_ACCESS_KEY_ID"), std::env::var("MILLRACE_SECRET_ACCESS_KEY"));
+            let (id, secret) = match from_env {
+                (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => {
+                    eprintln!("millrace: SigV4 with access key {id} from MILLRACE_ACCESS_KEY_ID");
+                    (id, secret)
+                }
+                _ => {
+                    let (credentials, created) =
+                        secrets::credentials(data_dir).context("reading or creating the credentials file")?;
+                    if created {
+                        eprintln!(
+                            "millrace: generated a key pair (shown once; kept in {}):\n  \
+                             AWS_ACCESS_KEY_ID={}\n  AWS_SECRET_ACCESS_KEY={}",
+                            data_dir.join("credentials").display(),
+                            credentials.access_key_id,
+                            credentials.secret_access_key
+                        );
+                    } else {
+                        eprintln!(
+                            "millrace: SigV4 with access key {} (secret in {})",
+                            credentials.access_key_id,
+                            data_dir.join("credentials").display()
+                        );
+                    }
+                    (credentials.access_key_id, credentials.secret_access_key)
+                }
+            };
+            Auth::SigV4(std::collections::HashMap::from([(id, secret)]))
+        }
+    };
+    let iterator_key = secrets::iterator_key(data_dir).context("reading or creating iterator.key")?;
+    let api_config = ApiConfig {
+        region: args.region.clone(),
+        iterator_ttl_ms: (args.iterator_ttl_secs.max(1) * 1000) as i64,
+        emulate_limits: args.emulate_limits,
+    };
+    let kinesis = KinesisApi::new(engine.clone(), api_config, iterator_key);
+    let mut config = HttpConfig::new(args.http_listen, auth);
+    config.threads = args.http_threads.max(1);
+    let server = HttpServer::start(kinesis, config)
+        .with_context(|| format!("listening for HTTP on {}", args.http_listen))?;
+    eprintln!(
+        "millrace: Kinesis API listening on http://{} (aws --endpoint-url http://{} kinesis ...){}",
+        server.local_addr(),
+        server.local_addr(),
+        if args.emulate_limits { "; per-shard limits emulated" } else { "" }
+    );
+    Ok(server)
 }

@@ -6,8 +6,10 @@ use std::process::{Command, Stdio};
 
 fn serve_until_ready_then_term(dir: &std::path::Path) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["serve", "--cores", "2", "--data-dir"])
+        .args(["serve", "--cores", "2", "--http-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .env_remove("MILLRACE_ACCESS_KEY_ID")
+        .env_remove("MILLRACE_SECRET_ACCESS_KEY")
         .stderr(Stdio::piped())
         .spawn()
         .expect("millrace starts");
@@ -35,7 +37,15 @@ fn serve_starts_logs_and_stops_on_sigterm() {
     let first = serve_until_ready_then_term(&dir);
     assert!(first.iter().any(|line| line.contains("ready") && line.contains("serve")), "{first:?}");
     assert!(first.iter().any(|line| line.contains("stopped cleanly")), "{first:?}");
+    assert!(
+        first.iter().any(|line| line.contains("Kinesis API listening on http://127.0.0.1:")),
+        "{first:?}"
+    );
     assert!(dir.join("catalog").is_dir(), "the data directory was created");
+    // The key pair is generated and shown on the first start only.
+    assert!(first.iter().any(|line| line.contains("generated a key pair")), "{first:?}");
+    assert!(first.iter().any(|line| line.contains("AWS_SECRET_ACCESS_KEY=")), "{first:?}");
     let second = serve_until_ready_then_term(&dir);
     assert!(second.iter().any(|line| line.contains("0 streams recovered")), "{second:?}");
+    assert!(!second.iter().any(|line| line.contains("AWS_SECRET_ACCESS_KEY=")), "{second:?}");
 }

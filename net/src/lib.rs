@@ -1,0 +1,12 @@
+//! Millrace on the wire. Today: the AWS-compatible HTTP API for Kinesis Data Streams
+//! (JSON 1.1 and CBOR, SigV4), served by [`http::HttpServer`] over the storage engine.
+//!
+//! What it does not do: no storage (that is `millrace-core`; operations here only validate,
+//! translate and hand batches to the engine), no `unsafe`. Codecs (`kinesis::value`,
+//! `kinesis::iterator`, `sigv4`) are pure: bytes and `now` in, values out, fuzzable.
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod kinesis;
+pub mod secrets;
+pub mod sigv4;
