@@ -102,7 +102,10 @@ impl<S: Storage + Clone> ShardLog<S> {
             .collect();
         ids.sort_unstable();
         let mut segments = VecDeque::new();
-        let mut next_sequence = SequenceNumber::new(epoch, 0).0;
+        // Counter 0 is never a record: the shard's starting sequence number (epoch, 0) then
+        // names the position before its first record, so AFTER_SEQUENCE_NUMBER of it reads
+        // from the start (SubscribeToShard's ContinuationSequenceNumber relies on this).
+        let mut next_sequence = SequenceNumber::new(epoch, 1).0;
         let mut last_arrival_ms = 0;
         for id in ids {
             match segment::recover(storage, dir, id).await.map_err(io)? {

@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use millrace_core::runtime::now_ms;
@@ -47,6 +50,47 @@ impl HttpConfig {
 }
 
 const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202.";
+
+/// A response body: a whole answer, or an event stream fed by a session task.
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Body::Stream(receiver) => {
+                receiver.poll_recv(cx).map(|next| next.map(|bytes| Ok(Frame::data(bytes))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(Some(bytes)) => hyper::body::SizeHint::with_exact(bytes.len() as u64),
+            Body::Full(None) => hyper::body::SizeHint::with_exact(0),
+            Body::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// What one request gets back.
+enum Reply {
+    Answer(kinesis::Answer),
+    EventStream(tokio::sync::mpsc::Receiver<Bytes>),
+}
 
 struct Service {
     kinesis: Arc<KinesisApi>,
@@ -137,7 +181,7 @@ impl Service {
         )
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let request_id = self.request_id();
         let protocol = request
             .headers()
@@ -145,7 +189,15 @@ impl Service {
             .and_then(|value| value.to_str().ok())
             .map_or(Protocol::Json, Protocol::from_content_type);
         let answer = match self.answer(request, protocol).await {
-            Ok(answer) => answer,
+            Ok(Reply::Answer(answer)) => answer,
+            Ok(Reply::EventStream(events)) => {
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header(hyper::header::CONTENT_TYPE, "application/vnd.amazon.eventstream")
+                    .header("x-amzn-RequestId", request_id)
+                    .body(Body::Stream(events))
+                    .expect("headers are valid");
+            }
             Err((status, error)) => {
                 let mut answer = kinesis::error_response(protocol, &error);
                 if let Some(status) = status {
@@ -161,7 +213,7 @@ impl Service {
         if let Some(error_type) = answer.error_type {
             response = response.header("x-amzn-ErrorType", error_type);
         }
-        response.body(Full::new(Bytes::from(answer.body))).expect("headers are valid")
+        response.body(Body::Full(Some(Bytes::from(answer.body)))).expect("headers are valid")
     }
 
     /// Authenticates and runs one request. Errors carry an HTTP status only where it is not
@@ -170,10 +222,14 @@ impl Service {
         &self,
         request: Request<Incoming>,
         protocol: Protocol,
-    ) -> Result<kinesis::Answer, (Option<u16>, ApiError)> {
+    ) -> Result<Reply, (Option<u16>, ApiError)> {
         let (parts, body) = request.into_parts();
         if parts.method == hyper::Method::GET && parts.uri.path() == "/ping" {
-            return Ok(kinesis::Answer { status: 200, body: b"{}".to_vec(), error_type: None });
+            return Ok(Reply::Answer(kinesis::Answer {
+                status: 200,
+                body: b"{}".to_vec(),
+                error_type: None,
+            }));
         }
         let body = match Limited::new(body, self.config.body_bytes_max).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -213,7 +269,11 @@ impl Service {
                 (None, ApiError::new(ErrorCode::UnknownOperation, "Missing X-Amz-Target header"))
             })?;
         match target.strip_prefix(KINESIS_TARGET_PREFIX) {
-            Some(operation) => Ok(self.kinesis.handle(operation, protocol, &body).await),
+            Some("SubscribeToShard") => match self.kinesis.subscribe(protocol, &body).await {
+                Ok(events) => Ok(Reply::EventStream(events)),
+                Err(error) => Err((None, error)),
+            },
+            Some(operation) => Ok(Reply::Answer(self.kinesis.handle(operation, protocol, &body).await)),
             None => {
                 Err((None, ApiError::new(ErrorCode::UnknownOperation, format!("Unknown target {target}"))))
             }

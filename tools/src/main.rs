@@ -58,6 +58,9 @@ struct ServeArgs {
     /// How long shard iterators stay valid, in seconds (AWS: 300). For tests.
     #[arg(long, default_value_t = 300, hide = true)]
     iterator_ttl_secs: u64,
+    /// How long one SubscribeToShard session lasts, in seconds (AWS: 300). For tests.
+    #[arg(long, default_value_t = 300, hide = true)]
+    subscription_secs: u64,
     /// Threads serving HTTP.
     #[arg(long, default_value_t = 2)]
     http_threads: usize,
@@ -160,6 +163,7 @@ fn start_http(args: &ServeArgs, engine: &Engine, data_dir: &std::path::Path) -> 
         region: args.region.clone(),
         iterator_ttl_ms: (args.iterator_ttl_secs.max(1) * 1000) as i64,
         emulate_limits: args.emulate_limits,
+        subscription_ms: (args.subscription_secs.max(1) * 1000) as i64,
     };
     let kinesis = KinesisApi::new(engine.clone(), api_config, iterator_key);
     let mut config = HttpConfig::new(args.http_listen, auth);

@@ -23,7 +23,7 @@ impl KinesisApi {
 
     /// The (stream, consumer) a request names: by `ConsumerARN`, or by `StreamARN` and
     /// `ConsumerName`.
-    fn consumer_of(&self, request: Request<'_>) -> Result<(StreamName, String), ApiError> {
+    pub(super) fn consumer_of(&self, request: Request<'_>) -> Result<(StreamName, String), ApiError> {
         if let Some(arn) = request.str_opt("ConsumerARN")? {
             let bad = || {
                 ApiError::validation(

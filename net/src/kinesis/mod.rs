@@ -12,6 +12,7 @@ pub mod value;
 mod consumers;
 mod records;
 mod streams;
+mod subscribe;
 
 use std::sync::Arc;
 
@@ -31,11 +32,18 @@ pub struct ApiConfig {
     pub iterator_ttl_ms: i64,
     /// Enforce AWS's per-shard throughput limits, so that clients can test their retries.
     pub emulate_limits: bool,
+    /// How long one SubscribeToShard session lasts (AWS: 5 minutes).
+    pub subscription_ms: i64,
 }
 
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
-        ApiConfig { region: "us-east-1".to_owned(), iterator_ttl_ms: 300_000, emulate_limits: false }
+        ApiConfig {
+            region: "us-east-1".to_owned(),
+            iterator_ttl_ms: 300_000,
+            emulate_limits: false,
+            subscription_ms: 300_000,
+        }
     }
 }
 
@@ -46,6 +54,7 @@ pub struct KinesisApi {
     /// Key of the shard iterators' MAC; kept in the data directory.
     iterator_key: [u8; 32],
     limits: limits::ShardLimits,
+    sessions: subscribe::Sessions,
 }
 
 /// An answer: HTTP status and encoded body.
@@ -60,7 +69,13 @@ pub const GET_RECORDS_BYTES_MAX: usize = 10 << 20;
 
 impl KinesisApi {
     pub fn new(engine: Engine, config: ApiConfig, iterator_key: [u8; 32]) -> Arc<KinesisApi> {
-        Arc::new(KinesisApi { engine, config, iterator_key, limits: limits::ShardLimits::default() })
+        Arc::new(KinesisApi {
+            engine,
+            config,
+            iterator_key,
+            limits: limits::ShardLimits::default(),
+            sessions: subscribe::Sessions::default(),
+        })
     }
 
     pub fn engine(&self) -> &Engine {

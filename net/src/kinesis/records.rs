@@ -4,7 +4,9 @@ use millrace_core::catalog::StreamMeta;
 use millrace_core::engine::EngineError;
 use millrace_core::runtime::Appended;
 use millrace_core::shard_log::{ReadLimits, StartPosition};
-use millrace_core::types::{HashKey, PartitionKey, Record, SequenceNumber, ShardId, StreamName};
+use millrace_core::types::{
+    HashKey, PartitionKey, Record, SequenceNumber, ShardId, StoredRecord, StreamName,
+};
 
 use super::error::{ApiError, ErrorCode, ACCOUNT_ID};
 use super::iterator::{IteratorError, ShardIterator};
@@ -69,7 +71,7 @@ fn check_sequence_for_ordering(request: Request<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_sequence(member: &str, text: &str) -> Result<SequenceNumber, ApiError> {
+pub(super) fn parse_sequence(member: &str, text: &str) -> Result<SequenceNumber, ApiError> {
     text.parse().map_err(|_| {
         ApiError::validation(
             member,
@@ -268,24 +270,9 @@ impl KinesisApi {
             )
             .await?;
         let encrypted = stream.encryption_key_id.is_some();
-        let mut bytes = 0usize;
-        let records: Vec<Value> = read
-            .records
-            .into_iter()
-            .map(|record| {
-                bytes += record.data.len();
-                let value = Value::map()
-                    .with("SequenceNumber", record.sequence.to_string())
-                    .with("ApproximateArrivalTimestamp", Value::Timestamp(record.arrival_ms))
-                    .with("Data", Value::Bytes(record.data))
-                    .with("PartitionKey", record.partition_key);
-                if encrypted {
-                    value.with("EncryptionType", "KMS")
-                } else {
-                    value
-                }
-            })
-            .collect();
+        let bytes: usize = read.records.iter().map(|record| record.data.len()).sum();
+        let records: Vec<Value> =
+            read.records.into_iter().map(|record| record_value(record, encrypted)).collect();
         if self.config.emulate_limits {
             self.limits.charge_read(stream.uid, shard.0, bytes, now);
         }
@@ -297,26 +284,45 @@ impl KinesisApi {
             .with_opt("NextShardIterator", next)
             .with("MillisBehindLatest", read.millis_behind_latest);
         if !read.child_shards.is_empty() {
-            let children = read
-                .child_shards
-                .iter()
-                .filter_map(|id| stream.shard(*id))
-                .map(|child| {
-                    let parents: Vec<Value> =
-                        child.parents.iter().map(|parent| Value::Str(ShardId(*parent).to_string())).collect();
-                    Value::map()
-                        .with("ShardId", child.shard_id().to_string())
-                        .with("ParentShards", Value::List(parents))
-                        .with(
-                            "HashKeyRange",
-                            Value::map()
-                                .with("StartingHashKey", child.hash_start.to_string())
-                                .with("EndingHashKey", child.hash_end.to_string()),
-                        )
-                })
-                .collect();
-            answer = answer.with("ChildShards", Value::List(children));
+            answer = answer.with("ChildShards", child_shards_value(&stream, &read.child_shards));
         }
         Ok(answer)
     }
+}
+
+/// A record as GetRecords and SubscribeToShard show it.
+pub(super) fn record_value(record: StoredRecord, encrypted: bool) -> Value {
+    let value = Value::map()
+        .with("SequenceNumber", record.sequence.to_string())
+        .with("ApproximateArrivalTimestamp", Value::Timestamp(record.arrival_ms))
+        .with("Data", Value::Bytes(record.data))
+        .with("PartitionKey", record.partition_key);
+    if encrypted {
+        value.with("EncryptionType", "KMS")
+    } else {
+        value
+    }
+}
+
+/// The shards that continue a closed one, as `ChildShards`.
+pub(super) fn child_shards_value(stream: &StreamMeta, children: &[ShardId]) -> Value {
+    Value::List(
+        children
+            .iter()
+            .filter_map(|id| stream.shard(*id))
+            .map(|child| {
+                let parents: Vec<Value> =
+                    child.parents.iter().map(|parent| Value::Str(ShardId(*parent).to_string())).collect();
+                Value::map()
+                    .with("ShardId", child.shard_id().to_string())
+                    .with("ParentShards", Value::List(parents))
+                    .with(
+                        "HashKeyRange",
+                        Value::map()
+                            .with("StartingHashKey", child.hash_start.to_string())
+                            .with("EndingHashKey", child.hash_end.to_string()),
+                    )
+            })
+            .collect(),
+    )
 }

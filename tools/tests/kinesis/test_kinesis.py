@@ -28,7 +28,7 @@ SERVER = None
 
 def setUpModule():
     global SERVER
-    SERVER = Server(ttl_secs=3).start()
+    SERVER = Server(ttl_secs=3, extra_args=["--subscription-secs", "4"]).start()
 
 
 def tearDownModule():
@@ -449,6 +449,95 @@ class Settings(Base):
         limits = self.client.describe_limits()
         self.assertGreaterEqual(limits["OpenShardCount"], 2)
         self.assertGreater(limits["ShardLimit"], 0)
+
+
+class SubscribeToShard(Base):
+    def subscribe(self, arn, shard, position):
+        return self.client.subscribe_to_shard(ConsumerARN=arn, ShardId=shard, StartingPosition=position)
+
+    def test_push_session_continuation_and_one_session_per_shard(self):
+        name = self.new_stream(shards=1)
+        shard = "shardId-000000000000"
+        arn = self.client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        consumer = self.client.register_stream_consumer(StreamARN=arn, ConsumerName="push")["Consumer"]["ConsumerARN"]
+        first = [self.client.put_record(StreamName=name, Data=f"a{i}".encode(), PartitionKey="k") for i in range(3)]
+        started = time.monotonic()
+        events = self.subscribe(consumer, shard, {"Type": "TRIM_HORIZON"})["EventStream"]
+        self.assertError("ResourceInUseException", self.subscribe, consumer, shard, {"Type": "LATEST"})
+        received, continuation, put_more = [], None, True
+        for event in events:
+            body = event["SubscribeToShardEvent"]
+            received.extend(body["Records"])
+            continuation = body["ContinuationSequenceNumber"]
+            self.assertGreaterEqual(body["MillisBehindLatest"], 0)
+            if len(received) >= 3 and put_more:
+                # Records stored while the session runs are pushed to it.
+                put_more = False
+                second = [self.client.put_record(StreamName=name, Data=f"b{i}".encode(), PartitionKey="k")
+                          for i in range(2)]
+        # The session ends on its own (4 s on this server; AWS: 5 min).
+        self.assertGreaterEqual(time.monotonic() - started, 3.5)
+        self.assertEqual([r["Data"] for r in received], [b"a0", b"a1", b"a2", b"b0", b"b1"])
+        self.assertEqual([r["SequenceNumber"] for r in received],
+                         [p["SequenceNumber"] for p in first + second])
+        self.assertEqual(continuation, second[-1]["SequenceNumber"])
+        # Resuming after the continuation delivers only what came later.
+        self.client.put_record(StreamName=name, Data=b"c0", PartitionKey="k")
+        events = self.subscribe(consumer, shard, {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": continuation})
+        for event in events["EventStream"]:
+            records = event["SubscribeToShardEvent"]["Records"]
+            if records:
+                self.assertEqual([r["Data"] for r in records], [b"c0"])
+                break
+
+    def test_an_empty_shard_gives_a_continuation_that_loses_nothing(self):
+        name = self.new_stream(shards=1)
+        shard = "shardId-000000000000"
+        arn = self.client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        consumer = self.client.register_stream_consumer(StreamARN=arn, ConsumerName="idle")["Consumer"]["ConsumerARN"]
+        events = self.subscribe(consumer, shard, {"Type": "LATEST"})["EventStream"]
+        body = next(iter(events))["SubscribeToShardEvent"]
+        self.assertEqual(body["Records"], [])
+        continuation = body["ContinuationSequenceNumber"]
+        events.close()
+        self.client.put_record(StreamName=name, Data=b"first", PartitionKey="k")
+        time.sleep(0.2)  # the closed session notices its client is gone at its next event
+        for attempt in range(30):
+            try:
+                events = self.subscribe(consumer, shard, {"Type": "AFTER_SEQUENCE_NUMBER",
+                                                          "SequenceNumber": continuation})["EventStream"]
+                break
+            except ClientError:
+                time.sleep(0.5)  # until the old session has ended (heartbeat: 5 s)
+        for event in events:
+            records = event["SubscribeToShardEvent"]["Records"]
+            if records:
+                self.assertEqual([r["Data"] for r in records], [b"first"])
+                break
+
+    def test_a_closed_shard_ends_with_child_shards(self):
+        name = self.new_stream(shards=1)
+        parent = "shardId-000000000000"
+        arn = self.client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        consumer = self.client.register_stream_consumer(StreamARN=arn, ConsumerName="split")["Consumer"]["ConsumerARN"]
+        self.client.put_record(StreamName=name, Data=b"before", PartitionKey="k")
+        self.client.split_shard(StreamName=name, ShardToSplit=parent, NewStartingHashKey=str(2**127))
+        events = list(self.subscribe(consumer, parent, {"Type": "TRIM_HORIZON"})["EventStream"])
+        records = [r["Data"] for e in events for r in e["SubscribeToShardEvent"]["Records"]]
+        self.assertEqual(records, [b"before"])
+        children = events[-1]["SubscribeToShardEvent"]["ChildShards"]
+        self.assertEqual(sorted(c["ShardId"] for c in children), ["shardId-000000000001", "shardId-000000000002"])
+
+    def test_errors(self):
+        name = self.new_stream(shards=1)
+        arn = self.client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        self.assertError("ResourceNotFoundException", self.subscribe, arn + "/consumer/ghost:1",
+                         "shardId-000000000000", {"Type": "LATEST"})
+        consumer = self.client.register_stream_consumer(StreamARN=arn, ConsumerName="c")["Consumer"]["ConsumerARN"]
+        self.assertError("ResourceNotFoundException", self.subscribe, consumer, "shardId-000000000007",
+                         {"Type": "LATEST"})
+        self.assertError("InvalidArgumentException", self.subscribe, consumer, "shardId-000000000000",
+                         {"Type": "AT_SEQUENCE_NUMBER"})
 
 
 class Authentication(Base):

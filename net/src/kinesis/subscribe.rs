@@ -1,0 +1,197 @@
+//! SubscribeToShard: enhanced fan-out. One HTTP response carries an event stream: an
+//! `initial-response`, then `SubscribeToShardEvent`s with the records as they become
+//! durable, for up to five minutes, after which the client subscribes again from the last
+//! `ContinuationSequenceNumber`.
+//!
+//! The session is a task on the HTTP runtime that reads the shard from the engine and
+//! pushes events into a bounded channel that the response body drains, so a slow client
+//! slows its own session and nothing else.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use millrace_core::shard_log::{ReadLimits, StartPosition};
+use millrace_core::types::{ShardId, StreamName};
+
+use super::error::{ApiError, ErrorCode};
+use super::records::{parse_sequence, record_value};
+use super::value::{self, Protocol, Request, Value};
+use super::KinesisApi;
+use crate::eventstream::Message;
+
+/// Most bytes one event carries (AWS pushes up to 2 MiB per second per shard).
+const EVENT_BYTES_MAX: usize = 2 << 20;
+/// An event goes out at least this often, records or not, so the client knows the session
+/// is alive (AWS: every 5 s).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Longest wait between looks at a caught-up shard.
+const POLL_MAX: Duration = Duration::from_millis(50);
+/// Events buffered per session before the session waits for the client.
+const EVENTS_BUFFERED: usize = 4;
+
+/// Active sessions, by consumer and shard: AWS allows one at a time.
+#[derive(Default)]
+pub struct Sessions {
+    active: Mutex<HashSet<(String, u32)>>,
+}
+
+struct SessionGuard {
+    api: Arc<KinesisApi>,
+    key: (String, u32),
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.api.sessions.active.lock().expect("not poisoned").remove(&self.key);
+    }
+}
+
+impl KinesisApi {
+    /// Validates a SubscribeToShard request and starts its session; the receiver yields the
+    /// encoded event-stream messages of the response body.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        body: &[u8],
+    ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, ApiError> {
+        let decoded = value::decode(protocol, body)?;
+        let request = Request::new(protocol, &decoded);
+        let consumer_arn = request.str_req("ConsumerARN")?.to_owned();
+        let (stream, _consumer) = self.consumer_of(request)?;
+        let shard = super::streams::parse_shard(&stream, "ShardId", request.str_req("ShardId")?)?;
+        let position =
+            request.structure_opt("StartingPosition")?.ok_or_else(|| value::missing("StartingPosition"))?;
+        let start = starting_position(position)?;
+        let meta = self.describe(&stream)?;
+        let from = self.engine.resolve(&stream, shard, start).await?;
+        let key = (consumer_arn.clone(), shard.0);
+        if !self.sessions.active.lock().expect("not poisoned").insert(key.clone()) {
+            return Err(ApiError::new(
+                ErrorCode::ResourceInUse,
+                format!("Another active subscription exists for consumer {consumer_arn} and shard {shard}."),
+            ));
+        }
+        let guard = SessionGuard { api: self.clone(), key };
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_BUFFERED);
+        let initial = Message::event(
+            "initial-response",
+            protocol.content_type(),
+            value::encode(protocol, &Value::map()),
+        );
+        tx.try_send(Bytes::from(initial.encode())).expect("a fresh channel has room");
+        let deadline = Instant::now() + Duration::from_millis(self.config.subscription_ms as u64);
+        let api = self.clone();
+        let encrypted = meta.encryption_key_id.is_some();
+        tokio::spawn(async move {
+            let _guard = guard;
+            api.pump(Session { stream, shard, position: from, protocol, deadline, encrypted }, tx).await;
+        });
+        Ok(rx)
+    }
+
+    async fn pump(&self, mut session: Session, tx: tokio::sync::mpsc::Sender<Bytes>) {
+        let mut last_sent: Option<Instant> = None;
+        let mut idle = Duration::from_millis(1);
+        while Instant::now() < session.deadline {
+            let limits = ReadLimits { max_records: 10_000, max_bytes: EVENT_BYTES_MAX };
+            let read = match self.engine.read(&session.stream, session.shard, session.position, limits).await
+            {
+                Ok(read) => read,
+                Err(error) => {
+                    let error = ApiError::from(error);
+                    let payload = Value::map().with("message", error.message.as_str());
+                    let message = Message::exception(
+                        error.code.type_name(),
+                        session.protocol.content_type(),
+                        value::encode(session.protocol, &payload),
+                    );
+                    let _ = tx.send(Bytes::from(message.encode())).await;
+                    return;
+                }
+            };
+            let has_records = !read.records.is_empty();
+            let finished = read.next.is_none();
+            let due = last_sent.is_none_or(|sent| sent.elapsed() >= HEARTBEAT);
+            if has_records || finished || due {
+                // The last record delivered, or the position just before the next one: a
+                // client resumes AFTER_SEQUENCE_NUMBER of it either way.
+                let continuation = read
+                    .records
+                    .last()
+                    .map_or(session.position.saturating_sub(1), |record| record.sequence.0);
+                let meta = self.engine.describe(&session.stream).ok();
+                let records: Vec<Value> =
+                    read.records.into_iter().map(|record| record_value(record, session.encrypted)).collect();
+                let mut event = Value::map()
+                    .with("Records", Value::List(records))
+                    .with("ContinuationSequenceNumber", continuation.to_string())
+                    .with("MillisBehindLatest", read.millis_behind_latest);
+                if finished {
+                    if let Some(meta) = &meta {
+                        event = event.with(
+                            "ChildShards",
+                            super::records::child_shards_value(meta, &read.child_shards),
+                        );
+                    }
+                }
+                let message = Message::event(
+                    "SubscribeToShardEvent",
+                    session.protocol.content_type(),
+                    value::encode(session.protocol, &event),
+                );
+                if tx.send(Bytes::from(message.encode())).await.is_err() {
+                    return; // the client went away
+                }
+                last_sent = Some(Instant::now());
+            }
+            match read.next {
+                None => return,
+                Some(next) => session.position = next,
+            }
+            if has_records {
+                idle = Duration::from_millis(1);
+            } else {
+                tokio::time::sleep(idle).await;
+                idle = (idle * 2).min(POLL_MAX);
+            }
+        }
+    }
+}
+
+struct Session {
+    stream: StreamName,
+    shard: ShardId,
+    position: u128,
+    protocol: Protocol,
+    deadline: Instant,
+    encrypted: bool,
+}
+
+fn starting_position(position: Request<'_>) -> Result<StartPosition, ApiError> {
+    let kind = position.str_req("Type")?;
+    let sequence = || {
+        let text = position.str_opt("SequenceNumber")?.ok_or_else(|| {
+            ApiError::invalid(format!("StartingPosition of type {kind} requires a SequenceNumber"))
+        })?;
+        parse_sequence("StartingPosition.SequenceNumber", text)
+    };
+    Ok(match kind {
+        "TRIM_HORIZON" => StartPosition::TrimHorizon,
+        "LATEST" => StartPosition::Latest,
+        "AT_SEQUENCE_NUMBER" => StartPosition::AtSequence(sequence()?),
+        "AFTER_SEQUENCE_NUMBER" => StartPosition::AfterSequence(sequence()?),
+        "AT_TIMESTAMP" => StartPosition::AtTimestamp {
+            arrival_ms: position.timestamp_opt("Timestamp")?.ok_or_else(|| {
+                ApiError::invalid("StartingPosition of type AT_TIMESTAMP requires a Timestamp")
+            })?,
+        },
+        other => return Err(ApiError::validation(
+            "StartingPosition.Type",
+            other,
+            "Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, \
+                 LATEST, AT_TIMESTAMP]",
+        )),
+    })
+}
