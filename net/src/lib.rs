@@ -6,6 +6,7 @@
 //! `kinesis::iterator`, `sigv4`) are pure: bytes and `now` in, values out, fuzzable.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod eventstream;
 pub mod http;
 pub mod kinesis;

@@ -1,0 +1,307 @@
+//! A small Kinesis HTTP client: JSON 1.1 over HTTP/1.1 (or HTTP/2 with prior knowledge),
+//! signed with SigV4. Used by the `millrace` CLI, `millrace-bench kinesis` and the tests;
+//! it talks to any Kinesis-compatible endpoint over plain HTTP.
+//!
+//! One client holds one connection and sends one request at a time; make more clients for
+//! concurrency. A dropped connection is re-opened on the next call.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use millrace_core::runtime::now_ms;
+
+use crate::eventstream::{DecodeError, Message};
+use crate::kinesis::value::{self, Protocol, Value};
+use crate::sigv4::{self, SignedRequest};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The service answered with an error (`__type` and `message`).
+    #[error("{code}: {message}")]
+    Api { code: String, message: String, status: u16 },
+    #[error("{operation}: {what}")]
+    Transport { operation: String, what: String },
+    #[error("{operation}: the answer could not be decoded: {what}")]
+    Decode { operation: String, what: String },
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), as the Java SDK uses for SubscribeToShard.
+    Http2,
+}
+
+enum Connection {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+pub struct KinesisClient {
+    /// `host:port`
+    authority: String,
+    credentials: Option<Credentials>,
+    region: String,
+    version: HttpVersion,
+    connection: Option<Connection>,
+    pub timeout: Duration,
+}
+
+impl KinesisClient {
+    /// A client for `http://host:port` (https is not supported yet).
+    pub fn new(
+        endpoint: &str,
+        credentials: Option<Credentials>,
+        region: &str,
+    ) -> Result<KinesisClient, ClientError> {
+        let authority = endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| ClientError::Transport {
+                operation: "connect".into(),
+                what: format!("endpoint {endpoint} must start with http:// (https is not supported yet)"),
+            })?
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(KinesisClient {
+            authority,
+            credentials,
+            region: region.to_owned(),
+            version: HttpVersion::Http1,
+            connection: None,
+            timeout: Duration::from_secs(60),
+        })
+    }
+
+    pub fn with_version(mut self, version: HttpVersion) -> KinesisClient {
+        self.version = version;
+        self
+    }
+
+    async fn connect(&mut self, operation: &str) -> Result<(), ClientError> {
+        let transport = |what: String| ClientError::Transport { operation: operation.to_owned(), what };
+        let stream = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|error| transport(format!("connecting to {}: {error}", self.authority)))?;
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(stream);
+        self.connection = Some(match self.version {
+            HttpVersion::Http1 => {
+                let (sender, connection) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|error| transport(format!("HTTP/1.1 handshake: {error}")))?;
+                tokio::spawn(connection);
+                Connection::Http1(sender)
+            }
+            HttpVersion::Http2 => {
+                let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(|error| transport(format!("HTTP/2 handshake: {error}")))?;
+                tokio::spawn(connection);
+                Connection::Http2(sender)
+            }
+        });
+        Ok(())
+    }
+
+    fn request(&self, operation: &str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
+        let target = format!("Kinesis_20131202.{operation}");
+        let amz_date = sigv4::format_amz_date(now_ms());
+        let mut headers = vec![
+            ("content-type".to_owned(), Protocol::Json.content_type().to_owned()),
+            ("host".to_owned(), self.authority.clone()),
+            ("x-amz-date".to_owned(), amz_date.clone()),
+            ("x-amz-target".to_owned(), target),
+        ];
+        if let Some(credentials) = &self.credentials {
+            let signed =
+                SignedRequest { method: "POST", path: "/", query: "", headers: &headers, body: &body };
+            let authorization = sigv4::sign(
+                &signed,
+                &credentials.access_key_id,
+                &credentials.secret_access_key,
+                &self.region,
+                "kinesis",
+                &amz_date,
+            );
+            headers.push(("authorization".to_owned(), authorization));
+        }
+        let uri = match self.version {
+            HttpVersion::Http1 => "/".to_owned(),
+            HttpVersion::Http2 => format!("http://{}/", self.authority),
+        };
+        let mut builder = hyper::Request::builder().method("POST").uri(uri);
+        for (name, value) in &headers {
+            if self.version == HttpVersion::Http2 && name == "host" {
+                continue; // carried as :authority
+            }
+            builder = builder.header(name, value);
+        }
+        builder.body(Full::new(Bytes::from(body))).expect("valid request")
+    }
+
+    async fn send(
+        &mut self,
+        operation: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        // One retry on a connection that closed while idle.
+        for attempt in 0..2 {
+            if self.connection.is_none() {
+                self.connect(operation).await?;
+            }
+            let request = self.request(operation, body.clone());
+            let sent = match self.connection.as_mut().expect("connected") {
+                Connection::Http1(sender) => match sender.ready().await {
+                    Ok(()) => sender.send_request(request).await,
+                    Err(error) => Err(error),
+                },
+                Connection::Http2(sender) => match sender.ready().await {
+                    Ok(()) => sender.send_request(request).await,
+                    Err(error) => Err(error),
+                },
+            };
+            match sent {
+                Ok(response) => return Ok(response),
+                Err(error) => {
+                    self.connection = None;
+                    if attempt == 1 || !(error.is_closed() || error.is_canceled()) {
+                        return Err(ClientError::Transport {
+                            operation: operation.to_owned(),
+                            what: error.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Calls an operation with a JSON body; returns the decoded answer or the service's error.
+    pub async fn call(&mut self, operation: &str, body: &Value) -> Result<Value, ClientError> {
+        let encoded = value::encode(Protocol::Json, body);
+        let timeout = self.timeout;
+        let exchange = async {
+            let response = self.send(operation, encoded).await?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| ClientError::Transport {
+                    operation: operation.to_owned(),
+                    what: error.to_string(),
+                })?
+                .to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+            self.connection = None;
+            ClientError::Transport {
+                operation: operation.to_owned(),
+                what: format!("no answer within {timeout:?}"),
+            }
+        })??;
+        decode_answer(operation, status, &bytes)
+    }
+
+    /// SubscribeToShard: returns the event-stream messages as they arrive, starting with the
+    /// initial response. The session holds this client's connection until it ends.
+    pub async fn subscribe(&mut self, body: &Value) -> Result<EventStream, ClientError> {
+        let operation = "SubscribeToShard";
+        let response = self.send(operation, value::encode(Protocol::Json, body)).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| ClientError::Transport {
+                    operation: operation.to_owned(),
+                    what: error.to_string(),
+                })?
+                .to_bytes();
+            return Err(decode_answer(operation, status, &bytes).err().unwrap_or_else(|| {
+                ClientError::Decode {
+                    operation: operation.to_owned(),
+                    what: format!("status {status} without an error body"),
+                }
+            }));
+        }
+        Ok(EventStream { body: response.into_body(), buffer: Vec::new() })
+    }
+}
+
+fn decode_answer(operation: &str, status: u16, bytes: &[u8]) -> Result<Value, ClientError> {
+    let decoded = value::decode(Protocol::Json, bytes)
+        .map_err(|error| ClientError::Decode { operation: operation.to_owned(), what: error.message });
+    if status == 200 {
+        return decoded;
+    }
+    let decoded = decoded.unwrap_or_else(|_| Value::map());
+    let text = |name: &str| match decoded.get(name) {
+        Some(Value::Str(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let code = text("__type").unwrap_or_else(|| format!("HTTP {status}"));
+    // Some services prefix the type with a namespace: `com.amazonaws...#Code`.
+    let code = code.rsplit('#').next().unwrap_or(&code).to_owned();
+    let message = text("message").or_else(|| text("Message")).unwrap_or_default();
+    Err(ClientError::Api { code, message, status })
+}
+
+/// The messages of a SubscribeToShard response.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next message, or `None` when the session ended.
+    pub async fn next(&mut self) -> Result<Option<Message>, ClientError> {
+        let failed = |what: String| ClientError::Decode { operation: "SubscribeToShard".into(), what };
+        loop {
+            match Message::decode(&self.buffer) {
+                Ok((message, used)) => {
+                    self.buffer.drain(..used);
+                    return Ok(Some(message));
+                }
+                Err(DecodeError::Incomplete { .. }) => {}
+                Err(error) => return Err(failed(error.to_string())),
+            }
+            match self.body.frame().await {
+                None if self.buffer.is_empty() => return Ok(None),
+                None => {
+                    return Err(failed(format!("{} bytes of a message, then the end", self.buffer.len())))
+                }
+                Some(Err(error)) => {
+                    return Err(ClientError::Transport {
+                        operation: "SubscribeToShard".into(),
+                        what: error.to_string(),
+                    })
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
