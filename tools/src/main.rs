@@ -4,6 +4,8 @@
 //! stream/video/admin commands join here as they are built.
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -25,6 +27,27 @@ struct Cli {
 enum Command {
     /// Run the appliance.
     Serve(ServeArgs),
+    /// Create, list, describe and delete streams.
+    Stream {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::StreamCommand,
+    },
+    /// Put records: the arguments, or each line of standard input.
+    Put {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(flatten)]
+        args: cli::PutArgs,
+    },
+    /// Follow a stream like `tail -f`: every shard, from a chosen position.
+    Tail {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(flatten)]
+        args: cli::TailArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -75,6 +98,9 @@ enum AuthMode {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Stream { connection, command } => cli::stream(&connection, command),
+        Command::Put { connection, args } => cli::put(&connection, args),
+        Command::Tail { connection, args } => cli::tail(&connection, args),
     }
 }
 

@@ -709,6 +709,43 @@ class AwsCli(Base):
         self.aws("delete-stream", "--stream-name", name)
 
 
+# --- The millrace CLI ----------------------------------------------------------------------
+
+class MillraceCli(Base):
+    def millrace(self, *args, stdin=None):
+        env = dict(os.environ, MILLRACE_ACCESS_KEY_ID=ACCESS_KEY, MILLRACE_SECRET_ACCESS_KEY=SECRET_KEY)
+        output = subprocess.run([os.environ["MILLRACE_BIN"], *args, "--endpoint", SERVER.endpoint], env=env,
+                                input=stdin, capture_output=True, text=True, timeout=120)
+        self.assertEqual(output.returncode, 0, output.stderr)
+        return output.stdout
+
+    def test_stream_put_tail(self):
+        Base.stream_counter += 1
+        name = f"millrace-cli-{Base.stream_counter}"
+        self.millrace("stream", "create", name, "--shards", "2")
+        self.assertIn(name, self.millrace("stream", "list").split())
+        lines = [f"line {i}" for i in range(50)]
+        put = self.millrace("put", name, stdin="\n".join(lines) + "\n").split("\n")
+        self.assertEqual(len([line for line in put if line.startswith("shardId-")]), 50)
+        self.millrace("put", name, "--partition-key", "same", "one", "two")
+        # The CLI's records are there for any client.
+        got = sorted(r["Data"].decode() for shard in ("shardId-000000000000", "shardId-000000000001")
+                     for r in read_all(self.client, name, shard))
+        self.assertEqual(got, sorted(lines + ["one", "two"]))
+        # Split, put more: tail reads parents, then children, every record once.
+        self.client.split_shard(StreamName=name, ShardToSplit="shardId-000000000000", NewStartingHashKey="1000")
+        self.millrace("put", name, "after split")
+        tailed = self.millrace("tail", name, "--from", "trim-horizon", "--no-follow").splitlines()
+        self.assertEqual(sorted(tailed), sorted(lines + ["one", "two", "after split"]))
+        # Records of one partition key keep their order.
+        self.assertLess(tailed.index("one"), tailed.index("two"))
+        described = self.millrace("stream", "describe", name)
+        self.assertIn("shardId-000000000003", described)
+        self.assertIn("closed", described)
+        self.millrace("stream", "delete", name)
+        self.assertNotIn(name, self.millrace("stream", "list").split())
+
+
 # --- Emulated limits and restarts use servers of their own ---------------------------------
 
 class OwnServers(unittest.TestCase):

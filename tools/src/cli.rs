@@ -1,0 +1,380 @@
+//! Client commands: `millrace stream create|list|describe|delete`, `millrace put` and
+//! `millrace tail`, over the HTTP Kinesis API (so they work against any Kinesis endpoint).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use millrace_net::client::{Credentials, KinesisClient};
+use millrace_net::kinesis::value::{Protocol, Request, Value};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Connection {
+    /// The Kinesis endpoint.
+    #[arg(long, env = "MILLRACE_ENDPOINT", default_value = "http://127.0.0.1:4567", global = true)]
+    endpoint: String,
+    /// A local server's data directory, to read its generated key pair from.
+    #[arg(long, default_value = "./millrace-data", global = true)]
+    data_dir: PathBuf,
+    /// Region for signing.
+    #[arg(long, default_value = "us-east-1", global = true)]
+    region: String,
+    /// Send unsigned requests (for a server run with --auth none).
+    #[arg(long, global = true)]
+    no_sign: bool,
+}
+
+impl Connection {
+    /// Keys from MILLRACE_ACCESS_KEY_ID/MILLRACE_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID/
+    /// AWS_SECRET_ACCESS_KEY, or the data directory's `credentials` file, in that order.
+    fn credentials(&self) -> Result<Option<Credentials>> {
+        if self.no_sign {
+            return Ok(None);
+        }
+        for (id, secret) in [
+            ("MILLRACE_ACCESS_KEY_ID", "MILLRACE_SECRET_ACCESS_KEY"),
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+        ] {
+            if let (Ok(id), Ok(secret)) = (std::env::var(id), std::env::var(secret)) {
+                return Ok(Some(Credentials { access_key_id: id, secret_access_key: secret }));
+            }
+        }
+        let path = self.data_dir.join("credentials");
+        if path.exists() {
+            let (found, _) = millrace_net::secrets::credentials(&self.data_dir)
+                .with_context(|| format!("reading {}", path.display()))?;
+            return Ok(Some(Credentials {
+                access_key_id: found.access_key_id,
+                secret_access_key: found.secret_access_key,
+            }));
+        }
+        bail!(
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, point --data-dir at the server's data \
+             directory, or pass --no-sign for a server run with --auth none"
+        )
+    }
+
+    fn client(&self) -> Result<KinesisClient> {
+        Ok(KinesisClient::new(&self.endpoint, self.credentials()?, &self.region)?)
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum StreamCommand {
+    /// Create a stream.
+    Create {
+        name: String,
+        /// Shards of a provisioned stream.
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        /// On-demand mode (starts with 4 shards).
+        #[arg(long)]
+        on_demand: bool,
+    },
+    /// List streams.
+    List,
+    /// Show a stream and its shards.
+    Describe { name: String },
+    /// Delete a stream (with --force, also its registered consumers).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PutArgs {
+    stream: String,
+    /// Records to put; without any, each line of standard input is one record.
+    data: Vec<String>,
+    /// Partition key of every record [default: a different key per record].
+    #[arg(long)]
+    partition_key: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TailArgs {
+    stream: String,
+    /// Where to start: `latest` (only new records), `trim-horizon` (everything kept),
+    /// or a time as seconds since the epoch.
+    #[arg(long, default_value = "latest")]
+    from: String,
+    /// Stop once caught up instead of following.
+    #[arg(long)]
+    no_follow: bool,
+    /// Show shard, sequence number and partition key before each record.
+    #[arg(long)]
+    verbose: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn text(value: &Value, name: &str) -> String {
+    match value.get(name) {
+        Some(Value::Str(text)) => text.clone(),
+        Some(Value::Int(number)) => number.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn list<'a>(value: &'a Value, name: &str) -> &'a [Value] {
+    match value.get(name) {
+        Some(Value::List(items)) => items,
+        _ => &[],
+    }
+}
+
+pub fn stream(connection: &Connection, command: StreamCommand) -> Result<()> {
+    let mut client = connection.client()?;
+    runtime()?.block_on(async {
+        match command {
+            StreamCommand::Create { name, shards, on_demand } => {
+                let mut request = Value::map().with("StreamName", name.as_str());
+                request = if on_demand {
+                    request.with("StreamModeDetails", Value::map().with("StreamMode", "ON_DEMAND"))
+                } else {
+                    request.with("ShardCount", shards)
+                };
+                client.call("CreateStream", &request).await?;
+                println!("created {name}");
+            }
+            StreamCommand::List => {
+                let mut request = Value::map();
+                loop {
+                    let answer = client.call("ListStreams", &request).await?;
+                    for name in list(&answer, "StreamNames") {
+                        if let Value::Str(name) = name {
+                            println!("{name}");
+                        }
+                    }
+                    match answer.get("NextToken") {
+                        Some(Value::Str(token)) => request = Value::map().with("NextToken", token.as_str()),
+                        _ => break,
+                    }
+                }
+            }
+            StreamCommand::Describe { name } => {
+                let summary = client
+                    .call("DescribeStreamSummary", &Value::map().with("StreamName", name.as_str()))
+                    .await?;
+                let summary = summary.get("StreamDescriptionSummary").cloned().unwrap_or(Value::map());
+                let mode =
+                    summary.get("StreamModeDetails").map(|mode| text(mode, "StreamMode")).unwrap_or_default();
+                println!("stream     {}", text(&summary, "StreamName"));
+                println!("arn        {}", text(&summary, "StreamARN"));
+                println!("status     {}  mode {mode}", text(&summary, "StreamStatus"));
+                println!("retention  {} h", text(&summary, "RetentionPeriodHours"));
+                println!(
+                    "open shards {}  consumers {}",
+                    text(&summary, "OpenShardCount"),
+                    text(&summary, "ConsumerCount")
+                );
+                let shards =
+                    client.call("ListShards", &Value::map().with("StreamName", name.as_str())).await?;
+                println!(
+                    "{:<22} {:<8} {:<41} {:<41} parents",
+                    "shard", "state", "hash key start", "hash key end"
+                );
+                for shard in list(&shards, "Shards") {
+                    let range = shard.get("HashKeyRange").cloned().unwrap_or(Value::map());
+                    let sequences = shard.get("SequenceNumberRange").cloned().unwrap_or(Value::map());
+                    let state =
+                        if sequences.get("EndingSequenceNumber").is_some() { "closed" } else { "open" };
+                    let parents: Vec<String> = ["ParentShardId", "AdjacentParentShardId"]
+                        .iter()
+                        .map(|member| text(shard, member))
+                        .filter(|parent| !parent.is_empty())
+                        .collect();
+                    println!(
+                        "{:<22} {:<8} {:<41} {:<41} {}",
+                        text(shard, "ShardId"),
+                        state,
+                        text(&range, "StartingHashKey"),
+                        text(&range, "EndingHashKey"),
+                        parents.join(",")
+                    );
+                }
+            }
+            StreamCommand::Delete { name, force } => {
+                let request =
+                    Value::map().with("StreamName", name.as_str()).with("EnforceConsumerDeletion", force);
+                client.call("DeleteStream", &request).await?;
+                println!("deleted {name}");
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn put(connection: &Connection, args: PutArgs) -> Result<()> {
+    let mut client = connection.client()?;
+    let records: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if args.data.is_empty() {
+        Box::new(std::io::stdin().lock().lines().map(|line| Ok(line?.into_bytes())))
+    } else {
+        Box::new(args.data.into_iter().map(|data| Ok(data.into_bytes())))
+    };
+    let seed = millrace_core::runtime::now_ms();
+    runtime()?.block_on(async {
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut total = 0usize;
+        let mut records = records.peekable();
+        while let Some(data) = records.next() {
+            let data = data?;
+            let key = args.partition_key.clone().unwrap_or_else(|| format!("millrace-put-{seed}-{total}"));
+            batch_bytes += data.len() + key.len();
+            batch.push(Value::map().with("PartitionKey", key).with("Data", Value::Bytes(data)));
+            total += 1;
+            if batch.len() == 500 || batch_bytes > 4 << 20 || records.peek().is_none() {
+                let request = Value::map()
+                    .with("StreamName", args.stream.as_str())
+                    .with("Records", Value::List(std::mem::take(&mut batch)));
+                let answer = client.call("PutRecords", &request).await?;
+                for result in list(&answer, "Records") {
+                    match result.get("ErrorCode") {
+                        Some(_) => eprintln!(
+                            "failed: {} {}",
+                            text(result, "ErrorCode"),
+                            text(result, "ErrorMessage")
+                        ),
+                        None => println!("{} {}", text(result, "ShardId"), text(result, "SequenceNumber")),
+                    }
+                }
+                if text(&answer, "FailedRecordCount") != "0" {
+                    bail!("{} records failed", text(&answer, "FailedRecordCount"));
+                }
+                batch_bytes = 0;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One shard being followed.
+struct Reader {
+    iterator: String,
+}
+
+pub fn tail(connection: &Connection, args: TailArgs) -> Result<()> {
+    let mut client = connection.client()?;
+    let (iterator_type, timestamp) = match args.from.as_str() {
+        "latest" => ("LATEST", None),
+        "trim-horizon" => ("TRIM_HORIZON", None),
+        seconds => (
+            "AT_TIMESTAMP",
+            Some(seconds.parse::<f64>().with_context(|| {
+                format!("--from {seconds}: expected latest, trim-horizon or seconds since the epoch")
+            })?),
+        ),
+    };
+    let stream = args.stream.clone();
+    runtime()?.block_on(async move {
+        let shards = client.call("ListShards", &Value::map().with("StreamName", stream.as_str())).await?;
+        let shards = list(&shards, "Shards").to_vec();
+        let ids: HashSet<String> = shards.iter().map(|shard| text(shard, "ShardId")).collect();
+        let parents_of = |shard: &Value| -> Vec<String> {
+            ["ParentShardId", "AdjacentParentShardId"]
+                .iter()
+                .map(|member| text(shard, member))
+                .filter(|parent| ids.contains(parent))
+                .collect()
+        };
+        let parents: BTreeMap<String, Vec<String>> =
+            shards.iter().map(|shard| (text(shard, "ShardId"), parents_of(shard))).collect();
+        // Latest: the open shards. Otherwise the roots, then children as parents finish.
+        let starts: Vec<String> = shards
+            .iter()
+            .filter(|shard| {
+                let open = shard
+                    .get("SequenceNumberRange")
+                    .and_then(|range| range.get("EndingSequenceNumber"))
+                    .is_none();
+                if iterator_type == "LATEST" {
+                    open
+                } else {
+                    parents[&text(shard, "ShardId")].is_empty()
+                }
+            })
+            .map(|shard| text(shard, "ShardId"))
+            .collect();
+        let mut readers: BTreeMap<String, Reader> = BTreeMap::new();
+        let mut finished: HashSet<String> = HashSet::new();
+        let mut started: HashSet<String> = HashSet::new();
+        let mut queue: Vec<(String, &str)> = starts.into_iter().map(|id| (id, iterator_type)).collect();
+        let stdout = std::io::stdout();
+        loop {
+            for (shard, kind) in queue.drain(..) {
+                if !started.insert(shard.clone()) {
+                    continue;
+                }
+                let mut request = Value::map()
+                    .with("StreamName", stream.as_str())
+                    .with("ShardId", shard.as_str())
+                    .with("ShardIteratorType", kind);
+                if let (Some(seconds), "AT_TIMESTAMP") = (timestamp, kind) {
+                    request = request.with("Timestamp", Value::Float(seconds));
+                }
+                let answer = client.call("GetShardIterator", &request).await?;
+                readers.insert(shard, Reader { iterator: text(&answer, "ShardIterator") });
+            }
+            let mut any = false;
+            let mut caught_up = true;
+            let shard_ids: Vec<String> = readers.keys().cloned().collect();
+            for shard in shard_ids {
+                let iterator = readers[&shard].iterator.clone();
+                let answer = client.call("GetRecords", &Value::map().with("ShardIterator", iterator)).await?;
+                let records = list(&answer, "Records");
+                any |= !records.is_empty();
+                let mut out = stdout.lock();
+                for record in records {
+                    let data = Request::new(Protocol::Json, record).blob_req("Data").unwrap_or_default();
+                    if args.verbose {
+                        write!(
+                            out,
+                            "{} {} {}: ",
+                            shard,
+                            text(record, "SequenceNumber"),
+                            text(record, "PartitionKey")
+                        )?;
+                    }
+                    out.write_all(&data)?;
+                    if !data.ends_with(b"\n") {
+                        out.write_all(b"\n")?;
+                    }
+                }
+                out.flush()?;
+                if !matches!(answer.get("MillisBehindLatest"), Some(Value::Int(0))) {
+                    caught_up = false;
+                }
+                match answer.get("NextShardIterator") {
+                    Some(Value::Str(next)) => {
+                        readers.get_mut(&shard).expect("reading it").iterator = next.clone()
+                    }
+                    _ => {
+                        readers.remove(&shard);
+                        finished.insert(shard.clone());
+                        // A child starts once every parent it has in this stream is read.
+                        for (child, its_parents) in &parents {
+                            if its_parents.contains(&shard)
+                                && its_parents.iter().all(|parent| finished.contains(parent))
+                            {
+                                queue.push((child.clone(), "TRIM_HORIZON"));
+                            }
+                        }
+                    }
+                }
+            }
+            if !any && queue.is_empty() {
+                if args.no_follow && caught_up {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
+}
