@@ -51,6 +51,32 @@ case "$result" in
 esac
 rm -rf "$smoke_dir"
 
+echo "== kinesis benchmark smoke run against a debug millrace serve"
+kinesis_dir="target/bench-kinesis-smoke"
+rm -rf "$kinesis_dir"; mkdir -p "$kinesis_dir"
+target/debug/millrace serve --data-dir "$kinesis_dir/data" --http-listen 127.0.0.1:0 --segment-mib 8 \
+  2> "$kinesis_dir/serve.log" &
+serve_pid=$!
+endpoint=""
+for _ in $(seq 1 100); do
+  endpoint=$(grep -o 'listening on http://[0-9.:]*' "$kinesis_dir/serve.log" | sed 's/listening on //' || true)
+  [ -n "$endpoint" ] && break
+  sleep 0.1
+done
+if [ -z "$endpoint" ]; then
+  kill "$serve_pid" 2>/dev/null || true
+  echo "bench: millrace serve did not start:" >&2; cat "$kinesis_dir/serve.log" >&2; exit 1
+fi
+output=$(cargo run --quiet --locked -p millrace-bench -- kinesis --endpoint "$endpoint" \
+  --data-dir "$kinesis_dir/data" --duration 2 --producers 4 --readers) || { kill "$serve_pid"; exit 1; }
+kill -TERM "$serve_pid"; wait "$serve_pid"
+printf '%s\n' "$output"
+case "$(printf '%s\n' "$output" | tail -n 1)" in
+  "RESULT mb_per_s="*) echo "kinesis bench: ok" ;;
+  *) echo "kinesis bench: the last line is not a RESULT line" >&2; exit 1 ;;
+esac
+rm -rf "$kinesis_dir"
+
 if [ -n "${MILLRACE_FUZZ_SECS:-}" ]; then
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
   for target in segment_frame batch_body kinesis_request event_stream sigv4; do

@@ -1,6 +1,7 @@
 //! Millrace benchmarks. `millrace-bench engine` drives the storage engine in-process (no
 //! network, no HTTP front end) with producer threads, measures durable-append throughput and
-//! latency, and can put them next to what fio measures on the same disk. Output ends with one
+//! latency, and can put them next to what fio measures on the same disk. `millrace-bench
+//! kinesis` drives any Kinesis HTTP endpoint with PutRecords/GetRecords. Output ends with one
 //! `RESULT key=value ...` line for scripts.
 //!
 //! What it does not do: it does not read back or verify what it wrote (the core's tests do
@@ -9,6 +10,7 @@
 
 mod engine_bench;
 mod fio;
+mod kinesis_bench;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -24,11 +26,14 @@ struct Cli {
 enum BenchCommand {
     /// Append throughput and latency of the in-process engine, optionally against fio.
     Engine(engine_bench::EngineArgs),
+    /// PutRecords/GetRecords throughput and latency of any Kinesis HTTP endpoint.
+    Kinesis(kinesis_bench::KinesisArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         BenchCommand::Engine(args) => engine_bench::run(&args),
+        BenchCommand::Kinesis(args) => kinesis_bench::run(&args),
     }
 }

@@ -148,9 +148,13 @@ pub fn decode(protocol: Protocol, body: &[u8]) -> Result<Value, ApiError> {
     }
     let value = match protocol {
         Protocol::Json => {
-            let parsed: serde_json::Value = serde_json::from_slice(body)
-                .map_err(|error| serialization(format!("request body is not valid JSON: {error}")))?;
-            from_json(parsed, 0)?
+            let mut parser = JsonParser { bytes: body, at: 0 };
+            let value = parser.value(0)?;
+            parser.skip_whitespace();
+            if parser.at != body.len() {
+                return Err(parser.error("trailing characters after the JSON body"));
+            }
+            value
         }
         Protocol::Cbor => {
             let mut decoder = CborDecoder { bytes: body, at: 0 };
@@ -167,28 +171,260 @@ pub fn decode(protocol: Protocol, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-fn from_json(value: serde_json::Value, depth: usize) -> Result<Value, ApiError> {
-    if depth > DEPTH_MAX {
-        return Err(serialization("request nests too deeply"));
-    }
-    Ok(match value {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(value) => Value::Bool(value),
-        serde_json::Value::Number(number) => match number.as_i64() {
-            Some(int) => Value::Int(int),
-            None => Value::Float(number.as_f64().unwrap_or(f64::NAN)),
-        },
-        serde_json::Value::String(text) => Value::Str(text),
-        serde_json::Value::Array(items) => {
-            Value::List(items.into_iter().map(|item| from_json(item, depth + 1)).collect::<Result<_, _>>()?)
+/// Length of the prefix of `bytes` with no quote, backslash or control character: eight
+/// bytes at a time (SWAR), since record data makes strings of kilobytes.
+fn plain_prefix_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Non-zero if some byte of `word` is below `limit` (exact as a yes/no for limit <= 128).
+    let any_below = |word: u64, limit: u64| word.wrapping_sub(ONES * limit) & !word & HIGHS;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let special = any_below(word ^ (ONES * u64::from(b'"')), 1)
+            | any_below(word ^ (ONES * u64::from(b'\\')), 1)
+            | any_below(word, 0x20);
+        if special != 0 {
+            break;
         }
-        serde_json::Value::Object(members) => Value::Map(
-            members
-                .into_iter()
-                .map(|(key, value)| Ok((key, from_json(value, depth + 1)?)))
-                .collect::<Result<_, ApiError>>()?,
-        ),
-    })
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+        .unwrap_or(bytes.len() - at)
+}
+
+/// A JSON (RFC 8259) parser straight into [`Value`]: one pass, one allocation per string,
+/// no intermediate tree. Kinesis bodies are mostly base64 strings, so the string scan is
+/// the hot loop.
+struct JsonParser<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl JsonParser<'_> {
+    fn error(&self, what: &str) -> ApiError {
+        serialization(format!("request body is not valid JSON: {what} at byte {}", self.at))
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Result<u8, ApiError> {
+        self.skip_whitespace();
+        self.bytes.get(self.at).copied().ok_or_else(|| self.error("unexpected end"))
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), ApiError> {
+        if self.peek()? != byte {
+            return Err(self.error(&format!("expected '{}'", byte as char)));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, ApiError> {
+        if depth > DEPTH_MAX {
+            return Err(serialization("request nests too deeply"));
+        }
+        match self.peek()? {
+            b'{' => {
+                self.at += 1;
+                let mut members = Vec::new();
+                if self.peek()? == b'}' {
+                    self.at += 1;
+                    return Ok(Value::Map(members));
+                }
+                loop {
+                    if self.peek()? != b'"' {
+                        return Err(self.error("expected a member name"));
+                    }
+                    let key = self.string()?;
+                    self.expect(b':')?;
+                    members.push((key, self.value(depth + 1)?));
+                    match self.peek()? {
+                        b',' => self.at += 1,
+                        b'}' => {
+                            self.at += 1;
+                            return Ok(Value::Map(members));
+                        }
+                        _ => return Err(self.error("expected ',' or '}'")),
+                    }
+                }
+            }
+            b'[' => {
+                self.at += 1;
+                let mut items = Vec::new();
+                if self.peek()? == b']' {
+                    self.at += 1;
+                    return Ok(Value::List(items));
+                }
+                loop {
+                    items.push(self.value(depth + 1)?);
+                    match self.peek()? {
+                        b',' => self.at += 1,
+                        b']' => {
+                            self.at += 1;
+                            return Ok(Value::List(items));
+                        }
+                        _ => return Err(self.error("expected ',' or ']'")),
+                    }
+                }
+            }
+            b'"' => Ok(Value::Str(self.string()?)),
+            b't' => self.literal(b"true", Value::Bool(true)),
+            b'f' => self.literal(b"false", Value::Bool(false)),
+            b'n' => self.literal(b"null", Value::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(self.error("unexpected character")),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], value: Value) -> Result<Value, ApiError> {
+        if self.bytes[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(value)
+        } else {
+            Err(self.error("invalid literal"))
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while let Some(b'0'..=b'9') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> Result<Value, ApiError> {
+        let start = self.at;
+        if self.bytes[self.at] == b'-' {
+            self.at += 1;
+        }
+        let integer_start = self.at;
+        if self.digits() == 0 {
+            return Err(self.error("a number needs digits"));
+        }
+        if self.bytes[integer_start] == b'0' && self.at - integer_start > 1 {
+            return Err(self.error("numbers have no leading zeros"));
+        }
+        let mut integral = true;
+        if self.bytes.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            integral = false;
+            if self.digits() == 0 {
+                return Err(self.error("a fraction needs digits"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.at) {
+            self.at += 1;
+            integral = false;
+            if let Some(b'+' | b'-') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.error("an exponent needs digits"));
+            }
+        }
+        let text = std::str::from_utf8(&self.bytes[start..self.at]).expect("ASCII digits");
+        if integral {
+            if let Ok(int) = text.parse::<i64>() {
+                return Ok(Value::Int(int));
+            }
+        }
+        text.parse::<f64>().map(Value::Float).map_err(|_| self.error("invalid number"))
+    }
+
+    /// A string at `self.at` (which is a quote). Fast path: no escapes, one copy.
+    fn string(&mut self) -> Result<String, ApiError> {
+        self.at += 1;
+        let start = self.at;
+        let rest = &self.bytes[start..];
+        let plain_len = plain_prefix_len(rest);
+        let plain_len = (plain_len < rest.len()).then_some(plain_len);
+        match plain_len {
+            Some(len) if rest[len] == b'"' => {
+                self.at = start + len + 1;
+                std::str::from_utf8(&rest[..len])
+                    .map(str::to_owned)
+                    .map_err(|_| self.error("strings must be UTF-8"))
+            }
+            Some(len) if rest[len] == b'\\' => {
+                let mut out = rest[..len].to_vec();
+                self.at = start + len;
+                self.escaped_tail(&mut out)?;
+                String::from_utf8(out).map_err(|_| self.error("strings must be UTF-8"))
+            }
+            Some(len) => {
+                self.at = start + len;
+                Err(self.error("control characters must be escaped in strings"))
+            }
+            None => {
+                self.at = self.bytes.len();
+                Err(self.error("unterminated string"))
+            }
+        }
+    }
+
+    /// The rest of a string with escapes, up to and past its closing quote.
+    fn escaped_tail(&mut self, out: &mut Vec<u8>) -> Result<(), ApiError> {
+        loop {
+            let byte = *self.bytes.get(self.at).ok_or_else(|| self.error("unterminated string"))?;
+            self.at += 1;
+            match byte {
+                b'"' => return Ok(()),
+                b'\\' => {
+                    let escape = *self.bytes.get(self.at).ok_or_else(|| self.error("unterminated escape"))?;
+                    self.at += 1;
+                    match escape {
+                        b'"' | b'\\' | b'/' => out.push(escape),
+                        b'b' => out.push(0x08),
+                        b'f' => out.push(0x0c),
+                        b'n' => out.push(b'\n'),
+                        b'r' => out.push(b'\r'),
+                        b't' => out.push(b'\t'),
+                        b'u' => {
+                            let mut code = self.hex4()?;
+                            if (0xd800..0xdc00).contains(&code) {
+                                // A high surrogate must be followed by an escaped low one.
+                                if self.bytes.get(self.at..self.at + 2) != Some(b"\\u") {
+                                    return Err(self.error("unpaired surrogate"));
+                                }
+                                self.at += 2;
+                                let low = self.hex4()?;
+                                if !(0xdc00..0xe000).contains(&low) {
+                                    return Err(self.error("unpaired surrogate"));
+                                }
+                                code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+                            }
+                            let character =
+                                char::from_u32(code).ok_or_else(|| self.error("unpaired surrogate"))?;
+                            let mut buffer = [0u8; 4];
+                            out.extend_from_slice(character.encode_utf8(&mut buffer).as_bytes());
+                        }
+                        _ => return Err(self.error("invalid escape")),
+                    }
+                }
+                0..=0x1f => return Err(self.error("control characters must be escaped in strings")),
+                _ => out.push(byte),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, ApiError> {
+        let digits = self.bytes.get(self.at..self.at + 4).ok_or_else(|| self.error("short \\u escape"))?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(self.error("invalid \\u escape"));
+        }
+        let text = std::str::from_utf8(digits).expect("hex digits are ASCII");
+        self.at += 4;
+        Ok(u32::from_str_radix(text, 16).expect("four hex digits"))
+    }
 }
 
 /// RFC 8949 decoder for the subset AWS uses: every major type, definite and indefinite
@@ -726,6 +962,85 @@ mod tests {
                 let decoded = decode(protocol, &bytes).unwrap();
                 prop_assert_eq!(Request::new(protocol, &decoded).blob_req("Data").unwrap(), data.clone());
             }
+        }
+    }
+
+    /// The same answers as serde_json, on documents serde_json writes.
+    fn from_serde(value: serde_json::Value) -> Value {
+        match value {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(value) => Value::Bool(value),
+            serde_json::Value::Number(number) => match number.as_i64() {
+                Some(int) => Value::Int(int),
+                None => Value::Float(number.as_f64().unwrap()),
+            },
+            serde_json::Value::String(text) => Value::Str(text),
+            serde_json::Value::Array(items) => Value::List(items.into_iter().map(from_serde).collect()),
+            serde_json::Value::Object(members) => {
+                Value::Map(members.into_iter().map(|(key, value)| (key, from_serde(value))).collect())
+            }
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|int| serde_json::json!(int)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|float| serde_json::json!(float)),
+            r#"\PC{0,12}|[\x00-\x1f"\\/\u{1F600}]{0,6}"#.prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-zA-Z]{1,6}", inner, 0..5)
+                    .prop_map(|members| serde_json::Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn json_parser_agrees_with_serde_json(
+            members in proptest::collection::btree_map("[a-zA-Z]{1,6}", arb_json(), 0..5),
+            pretty in any::<bool>(),
+        ) {
+            let document = serde_json::Value::Object(members.into_iter().collect());
+            let text =
+                if pretty { serde_json::to_vec_pretty(&document).unwrap() } else { serde_json::to_vec(&document).unwrap() };
+            prop_assert_eq!(decode(Protocol::Json, &text).unwrap(), from_serde(document));
+        }
+
+        #[test]
+        fn json_parser_refuses_what_serde_json_refuses(text in r#"[\[\]{}",:0-9a-z.eE+\-\\ ]{0,24}"#) {
+            if text.trim().is_empty() {
+                return Ok(());
+            }
+            let ours = decode(Protocol::Json, text.as_bytes());
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Object(_)) => prop_assert!(ours.is_ok(), "{}: {:?}", text, ours),
+                _ => prop_assert!(ours.is_err(), "{}: {:?}", text, ours),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_word_scan_finds_the_first_special_byte(bytes in proptest::collection::vec(
+            prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, Just(b'A')], 0..64)) {
+            let naive = bytes.iter().position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20).unwrap_or(bytes.len());
+            prop_assert_eq!(plain_prefix_len(&bytes), naive);
+        }
+    }
+
+    #[test]
+    fn escapes_and_surrogates() {
+        let value = decode(Protocol::Json, br#"{"S":"a\"b\\c\/d\n\u00e9\ud83d\ude00"}"#).unwrap();
+        assert_eq!(value.get("S"), Some(&Value::Str("a\"b\\c/d\n\u{e9}\u{1F600}".into())));
+        let bad: [&[u8]; 5] =
+            [br#"{"S":"\ud83d"}"#, br#"{"S":"\x"}"#, b"{\"S\":\"\x01\"}", br#"{"S":01}"#, br#"{"S":1.}"#];
+        for bad in bad {
+            assert!(decode(Protocol::Json, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
