@@ -22,6 +22,9 @@ pub const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"MRSG");
 pub const SLOT_MAGIC: u32 = u32::from_le_bytes(*b"MRTS");
 pub const FORMAT_VERSION: u16 = 1;
 
+/// Flag of a batch frame whose body is sealed (see [`crate::crypto`]).
+pub const FLAG_ENCRYPTED: u16 = 1;
+
 /// Largest body a frame may carry (a 10 MiB record plus its batch overhead, with room).
 pub const FRAME_BODY_BYTES_MAX: u32 = 64 << 20;
 
@@ -31,8 +34,9 @@ pub const FRAME_BODY_BYTES_MAX: u32 = 64 << 20;
 /// offset size field
 ///  0      4   magic            "MRB1"
 ///  4      2   version          1
-///  6      2   flags            0 (reserved)
-///  8      4   crc32c           CRC32C of header bytes 12..64, then the body
+///  6      2   flags            bit 0: the body is sealed (FLAG_ENCRYPTED); others 0
+///  8      4   crc32c           CRC32C of header bytes 12..64, then the body, then the
+///                             flags if they are not zero
 /// 12      4   body_len         bytes of body that follow the header (padding excluded)
 /// 16     16   base_sequence    sequence number of the first record
 /// 32      4   record_count     number of records, >= 1
@@ -176,13 +180,19 @@ pub struct FrameMeta {
 
 /// Appends one frame (header, body, zero padding) to `out`.
 pub fn encode_frame(out: &mut Vec<u8>, meta: FrameMeta, body: &[u8]) {
+    encode_frame_with_flags(out, meta, 0, body)
+}
+
+/// [`encode_frame`] with header flags ([`FLAG_ENCRYPTED`]).
+pub fn encode_frame_with_flags(out: &mut Vec<u8>, meta: FrameMeta, flags: u16, body: &[u8]) {
+    assert!(flags & !FLAG_ENCRYPTED == 0, "unknown frame flags");
     assert!(meta.record_count >= 1);
     let body_len = u32::try_from(body.len()).expect("frame body over 4 GiB");
     assert!(body_len <= FRAME_BODY_BYTES_MAX);
     let mut header = BatchHeader {
         magic: BATCH_MAGIC.into(),
         version: FORMAT_VERSION.into(),
-        flags: 0.into(),
+        flags: flags.into(),
         crc32c: 0.into(),
         body_len: body_len.into(),
         base_sequence: meta.base_sequence.into(),
@@ -198,15 +208,23 @@ pub fn encode_frame(out: &mut Vec<u8>, meta: FrameMeta, body: &[u8]) {
     out.resize(out.len() + frame_len(body.len()) - size_of::<BatchHeader>() - body.len(), 0);
 }
 
+/// The flags are covered only when non-zero, so that frames written before flags existed
+/// keep their CRCs, while a flipped flag bit is still caught.
 fn frame_crc(header: &BatchHeader, body: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&header.as_bytes()[12..]);
-    crc32c::crc32c_append(crc, body)
+    let crc = crc32c::crc32c_append(crc, body);
+    match header.flags.get() {
+        0 => crc,
+        flags => crc32c::crc32c_append(crc, &flags.to_le_bytes()),
+    }
 }
 
 /// A frame that passed every check; borrows the bytes it was decoded from.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
     pub meta: FrameMeta,
+    /// Header flags: [`FLAG_ENCRYPTED`] or 0.
+    pub flags: u16,
     pub body: &'a [u8],
     /// Bytes the frame occupies, padding included: the next frame starts this far on.
     pub len: usize,
@@ -243,7 +261,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     if computed != header.crc32c.get() {
         return Err(FrameError::BadCrc { stored: header.crc32c.get(), computed });
     }
-    if header.flags.get() != 0
+    if header.flags.get() & !FLAG_ENCRYPTED != 0
         || header.reserved0.get() != 0
         || header.reserved1.get() != 0
         || bytes[body_end..len].iter().any(|&b| b != 0)
@@ -261,7 +279,15 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         first_arrival_ms: header.first_arrival_ms.get(),
         last_arrival_ms: header.last_arrival_ms.get(),
     };
-    Ok(Frame { meta, body, len })
+    Ok(Frame { meta, flags: header.flags.get(), body, len })
+}
+
+/// What a sealed body is bound to: its frame's place in the log.
+pub fn sealing_context(meta: &FrameMeta) -> [u8; 20] {
+    let mut context = [0u8; 20];
+    context[..16].copy_from_slice(&meta.base_sequence.to_le_bytes());
+    context[16..].copy_from_slice(&meta.record_count.to_le_bytes());
+    context
 }
 
 /// Builds a segment's header block.
@@ -448,6 +474,19 @@ mod tests {
             damaged[bit / 8] ^= 1 << (bit % 8);
             assert!(decode_frame(&damaged).is_err(), "bit {bit} flip went unnoticed");
         }
+    }
+
+    #[test]
+    fn the_encrypted_flag_round_trips_and_is_covered_by_the_crc() {
+        let mut bytes = Vec::new();
+        encode_frame_with_flags(&mut bytes, meta(7, 1), FLAG_ENCRYPTED, b"sealed");
+        assert_eq!(decode_frame(&bytes).unwrap().flags, FLAG_ENCRYPTED);
+        bytes[6] = 0; // clear the flag: the CRC no longer matches
+        assert!(matches!(decode_frame(&bytes), Err(FrameError::BadCrc { .. })));
+        let mut plain = Vec::new();
+        encode_frame(&mut plain, meta(7, 1), b"clear");
+        plain[6] = 2; // an unknown flag
+        assert!(decode_frame(&plain).is_err());
     }
 
     #[test]

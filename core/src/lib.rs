@@ -8,6 +8,7 @@
 //! glommio's direct I/O in [`dma`] and in memory, with injected faults, in [`sim`].
 
 pub mod catalog;
+pub mod crypto;
 pub mod dma;
 pub mod engine;
 pub mod format;

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
 use crate::catalog::{self, CatalogError, StreamMeta, StreamMode};
+use crate::crypto::Keyring;
 use crate::dma::DmaStorage;
 use crate::engine::{self, Controller, EngineError, ShardHosts, ShardKey};
 use crate::shard_log::{self, LogConfig, ReadLimits, ShardLog, StartPosition};
@@ -47,6 +48,8 @@ pub struct EngineConfig {
     /// Longest a task on an executor waits on a cross-thread channel before looking again
     /// (see [`recv_or_tick`]).
     pub heartbeat_interval: Duration,
+    /// Key material for encryption at rest; streams with an encryption key id need it.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl EngineConfig {
@@ -60,6 +63,7 @@ impl EngineConfig {
             group_max_batches: 4096,
             shard_inbox: 8192,
             heartbeat_interval: TICK,
+            keyring: None,
         }
     }
 }
@@ -104,19 +108,44 @@ pub fn now_ms() -> i64 {
 
 type Reply<T> = flume::Sender<Result<T, EngineError>>;
 
+/// Records of one append, with the key id to seal them under (encryption at rest).
+type SealedBatch = (Vec<Record>, Option<Arc<str>>);
+
 /// The answer to an append: the first sequence number, or the error; records come back
 /// when the shard had closed, so that the caller can re-route them without having kept a copy.
 type AppendReply = flume::Sender<Result<u128, (EngineError, Option<Vec<Record>>)>>;
 
 enum ShardMsg {
-    Append { records: Vec<Record>, reply: AppendReply },
-    Read { from: u128, limits: ReadLimits, reply: Reply<shard_log::ReadOutcome> },
-    Resolve { start: StartPosition, reply: Reply<u128> },
-    Close { reply: Reply<u128> },
-    Reopen { reply: Reply<()> },
-    Trim { cutoff_ms: i64 },
-    Remove { reply: Reply<()> },
-    Stop { reply: flume::Sender<()> },
+    /// Records to store, sealed under the key id when there is one.
+    Append {
+        records: Vec<Record>,
+        key_id: Option<Arc<str>>,
+        reply: AppendReply,
+    },
+    Read {
+        from: u128,
+        limits: ReadLimits,
+        reply: Reply<shard_log::ReadOutcome>,
+    },
+    Resolve {
+        start: StartPosition,
+        reply: Reply<u128>,
+    },
+    Close {
+        reply: Reply<u128>,
+    },
+    Reopen {
+        reply: Reply<()>,
+    },
+    Trim {
+        cutoff_ms: i64,
+    },
+    Remove {
+        reply: Reply<()>,
+    },
+    Stop {
+        reply: flume::Sender<()>,
+    },
 }
 
 enum CoreMsg {
@@ -428,10 +457,11 @@ impl Engine {
             }
             let records: Vec<Record> =
                 std::mem::take(&mut pending).into_iter().map(|(_, record)| record).collect();
-            let routed = self
-                .route(name)
-                .and_then(|(meta, senders)| Ok((engine::route_records(&meta, records)?, senders)));
-            let (groups, senders) = match routed {
+            let routed = self.route(name).and_then(|(meta, senders)| {
+                let key_id: Option<Arc<str>> = meta.encryption_key_id.as_deref().map(Arc::from);
+                Ok((engine::route_records(&meta, records)?, senders, key_id))
+            });
+            let (groups, senders, key_id) = match routed {
                 Ok(routed) => routed,
                 // Nothing is stored yet: the whole batch fails.
                 Err(error) if attempt == 0 => return Err(error),
@@ -449,7 +479,8 @@ impl Engine {
                     continue;
                 };
                 let (reply, rx) = flume::bounded(1);
-                if sender.send_async(ShardMsg::Append { records, reply }).await.is_err() {
+                let key_id = key_id.clone();
+                if sender.send_async(ShardMsg::Append { records, key_id, reply }).await.is_err() {
                     fail(&mut results, &positions, &EngineError::ShuttingDown);
                     continue;
                 }
@@ -761,8 +792,9 @@ async fn shard_task(
     background: TaskQueueHandle,
 ) {
     let mut closed = false;
+    log.set_keyring(config.keyring.clone());
     while let Ok(first) = recv_or_tick(&inbox, config.heartbeat_interval).await {
-        let mut appends: Vec<(Vec<Record>, AppendReply)> = Vec::new();
+        let mut appends: Vec<(Vec<Record>, Option<Arc<str>>, AppendReply)> = Vec::new();
         let mut others = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
@@ -771,7 +803,7 @@ async fn shard_task(
             let ends_group =
                 matches!(message, ShardMsg::Close { .. } | ShardMsg::Remove { .. } | ShardMsg::Stop { .. });
             match message {
-                ShardMsg::Append { records, reply } => appends.push((records, reply)),
+                ShardMsg::Append { records, key_id, reply } => appends.push((records, key_id, reply)),
                 other => others.push(other),
             }
             if !ends_group && appends.len() < config.group_max_batches {
@@ -786,6 +818,7 @@ async fn shard_task(
                 match ShardLog::open_for_writes(&storage, &dir, epoch, config.log, now_ms()).await {
                     Ok(recovered) => {
                         log = recovered;
+                        log.set_keyring(config.keyring.clone());
                         if closed {
                             log.close();
                         }
@@ -843,19 +876,20 @@ async fn shard_task(
 async fn commit_group(
     key: ShardKey,
     log: &mut ShardLog<DmaStorage>,
-    appends: Vec<(Vec<Record>, AppendReply)>,
+    appends: Vec<(Vec<Record>, Option<Arc<str>>, AppendReply)>,
     closed: bool,
 ) {
     if closed {
         // Hand the records back: the engine handle re-routes them to the children.
-        for (records, reply) in appends {
+        for (records, _, reply) in appends {
             let error = EngineError::ShardClosed { stream: log.dir().to_owned(), shard: key.shard };
             let _ = reply.send(Err((error, Some(records))));
         }
         return;
     }
-    let (batches, replies): (Vec<Vec<Record>>, Vec<AppendReply>) = appends.into_iter().unzip();
-    match log.append_group(batches, now_ms()).await {
+    let (batches, replies): (Vec<SealedBatch>, Vec<AppendReply>) =
+        appends.into_iter().map(|(records, key_id, reply)| ((records, key_id), reply)).unzip();
+    match log.append_group_sealed(batches, now_ms()).await {
         Ok(bases) => {
             for (reply, base) in replies.into_iter().zip(bases) {
                 let _ = reply.send(Ok(base));

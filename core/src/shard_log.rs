@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use crate::crypto::{CryptoError, Keyring};
 use crate::format::{self, BatchBody, BodyRecord, FrameMeta};
 use crate::segment::{self, parse_segment_file_name, ScanError, Segment};
 use crate::storage::{IoError, Storage};
@@ -68,6 +70,8 @@ pub enum LogError {
     Scan { dir: String, source: ScanError },
     #[error("sequence number {sequence} does not belong to shard log {dir}")]
     ForeignSequence { dir: String, sequence: u128 },
+    #[error("shard log {dir}: {source}")]
+    Crypto { dir: String, source: CryptoError },
 }
 
 /// Sealed segments that retention detached; their files are to be removed.
@@ -85,6 +89,8 @@ pub struct ShardLog<S: Storage> {
     closed: bool,
     /// Frames of the group being committed; reused between commits.
     frame_buf: Vec<u8>,
+    /// Opens sealed frames and seals new ones; absent when no key is configured.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl<S: Storage + Clone> ShardLog<S> {
@@ -142,6 +148,7 @@ impl<S: Storage + Clone> ShardLog<S> {
             poisoned: None,
             closed: false,
             frame_buf: Vec::new(),
+            keyring: None,
         })
     }
 
@@ -217,6 +224,24 @@ impl<S: Storage + Clone> ShardLog<S> {
         batches: Vec<Vec<Record>>,
         now_ms: i64,
     ) -> Result<Vec<u128>, LogError> {
+        self.append_group_sealed(batches.into_iter().map(|batch| (batch, None)).collect(), now_ms).await
+    }
+
+    /// Gives the log the key it seals and opens encrypted frames with.
+    pub fn set_keyring(&mut self, keyring: Option<Arc<Keyring>>) {
+        self.keyring = keyring;
+    }
+
+    /// [`ShardLog::append_group`] where a batch with a key id is sealed under it (encryption
+    /// at rest). Fails before writing anything if a key id is given and no keyring is set.
+    pub async fn append_group_sealed(
+        &mut self,
+        batches: Vec<(Vec<Record>, Option<Arc<str>>)>,
+        now_ms: i64,
+    ) -> Result<Vec<u128>, LogError> {
+        if batches.iter().any(|(_, key_id)| key_id.is_some()) && self.keyring.is_none() {
+            return Err(LogError::Crypto { dir: self.dir.clone(), source: CryptoError::NoKeyring });
+        }
         if let Some(cause) = &self.poisoned {
             return Err(LogError::Poisoned { dir: self.dir.clone(), cause: cause.clone() });
         }
@@ -229,7 +254,7 @@ impl<S: Storage + Clone> ShardLog<S> {
         frames.clear();
         let mut metas = Vec::with_capacity(batches.len());
         let mut sequence = self.next_sequence;
-        for batch in batches {
+        for (batch, key_id) in batches {
             assert!(!batch.is_empty(), "empty batch");
             let count = u32::try_from(batch.len()).expect("batch of over 4G records");
             let body = BatchBody {
@@ -247,7 +272,16 @@ impl<S: Storage + Clone> ShardLog<S> {
                 first_arrival_ms: arrival_ms,
                 last_arrival_ms: arrival_ms,
             };
-            format::encode_frame(&mut frames, meta, &format::encode_batch_body(&body));
+            let encoded = format::encode_batch_body(&body);
+            match (&key_id, &self.keyring) {
+                (Some(key_id), Some(keyring)) => {
+                    let sealed = keyring
+                        .seal(key_id, &encoded, &format::sealing_context(&meta))
+                        .map_err(|source| LogError::Crypto { dir: self.dir.clone(), source })?;
+                    format::encode_frame_with_flags(&mut frames, meta, format::FLAG_ENCRYPTED, &sealed);
+                }
+                _ => format::encode_frame(&mut frames, meta, &encoded),
+            }
             bases.push(sequence);
             metas.push(meta);
             sequence += u128::from(count);
@@ -377,10 +411,27 @@ impl<S: Storage + Clone> ShardLog<S> {
                     if frame.last_sequence() < from {
                         return Ok(true);
                     }
-                    let view =
-                        format::access_batch_body(frame.body, frame.meta.record_count).map_err(|error| {
-                            ScanError::BadBody { path: path.clone(), offset, reason: error.to_string() }
+                    let opened;
+                    let body = if frame.flags & format::FLAG_ENCRYPTED != 0 {
+                        let keyring = self.keyring.as_ref().ok_or_else(|| ScanError::BadBody {
+                            path: path.clone(),
+                            offset,
+                            reason: CryptoError::NoKeyring.to_string(),
                         })?;
+                        opened = keyring.open(frame.body, &format::sealing_context(&frame.meta)).map_err(
+                            |error| ScanError::BadBody {
+                                path: path.clone(),
+                                offset,
+                                reason: error.to_string(),
+                            },
+                        )?;
+                        &opened[..]
+                    } else {
+                        frame.body
+                    };
+                    let view = format::access_batch_body(body, frame.meta.record_count).map_err(|error| {
+                        ScanError::BadBody { path: path.clone(), offset, reason: error.to_string() }
+                    })?;
                     for (index, record) in view.batch().records.iter().enumerate() {
                         let sequence = frame.meta.base_sequence + index as u128;
                         if sequence < from {
@@ -399,6 +450,7 @@ impl<S: Storage + Clone> ShardLog<S> {
                             partition_key: record.partition_key.as_str().to_owned(),
                             data: record.data.as_slice().to_vec(),
                             arrival_ms: frame.meta.first_arrival_ms,
+                            encrypted: frame.flags & format::FLAG_ENCRYPTED != 0,
                         });
                         outcome.next = sequence + 1;
                         last_arrival = Some(frame.meta.first_arrival_ms);
@@ -529,6 +581,52 @@ mod tests {
             let rest = log.read(first.next, ALL).await.unwrap();
             assert_eq!(rest.records.first().unwrap().sequence.0, first.next);
             assert!(rest.caught_up);
+        });
+    }
+
+    #[test]
+    fn sealed_frames_keep_no_plaintext_on_disk_and_read_back_after_restart() {
+        block_on(async {
+            let disk = SimDisk::new(11, Faults::default());
+            let keyring = Arc::new(Keyring::new([5; 32], [6; 32]));
+            let mut log = ShardLog::open(&disk, "s/1", 2, SMALL).await.unwrap();
+            log.set_keyring(Some(keyring.clone()));
+            let secret = b"the plaintext that must never reach the disk".to_vec();
+            let key: Option<Arc<str>> = Some(Arc::from("alias/aws/kinesis"));
+            let other: Option<Arc<str>> = Some(Arc::from("key-2"));
+            let mut expected = Vec::new();
+            for round in 0..40u8 {
+                // Sealed under one key, under another, and in the clear, in one group.
+                let mut data = secret.clone();
+                data.push(round);
+                let batches = vec![
+                    (vec![record("k", &data)], key.clone()),
+                    (vec![record("k", b"public"), record("k", b"public 2")], None),
+                    (vec![record("k", &data)], other.clone()),
+                ];
+                log.append_group_sealed(batches, 1000).await.unwrap();
+                expected.extend([data.clone(), b"public".to_vec(), b"public 2".to_vec(), data]);
+            }
+            let on_disk = disk.all_bytes();
+            assert!(!on_disk.windows(secret.len()).any(|window| window == &secret[..]), "plaintext on disk");
+            assert!(on_disk.windows(6).any(|window| window == b"public"), "clear frames stay clear");
+            drop(log);
+            disk.power_cut();
+            let mut log = ShardLog::open(&disk, "s/1", 2, SMALL).await.unwrap();
+            // Without the key, the sealed frames cannot be read.
+            assert!(log.read(0, ALL).await.is_err());
+            log.set_keyring(Some(keyring));
+            let got: Vec<Vec<u8>> =
+                log.read(0, ALL).await.unwrap().records.into_iter().map(|r| r.data).collect();
+            assert_eq!(got, expected);
+            // Another master key does not open them either.
+            log.set_keyring(Some(Arc::new(Keyring::new([7; 32], [6; 32]))));
+            assert!(log.read(0, ALL).await.is_err());
+            // A sealed append without a keyring is refused before anything is written.
+            log.set_keyring(None);
+            let next = log.next_sequence();
+            assert!(log.append_group_sealed(vec![(vec![record("k", b"x")], key)], 2000).await.is_err());
+            assert_eq!(log.next_sequence(), next);
         });
     }
 

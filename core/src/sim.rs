@@ -160,6 +160,12 @@ impl SimDisk {
         state.names.values().map(|id| state.data[id].current.len()).sum()
     }
 
+    /// Every byte of every current file, concatenated (to check what reaches the disk).
+    pub fn all_bytes(&self) -> Vec<u8> {
+        let state = self.state.borrow();
+        state.names.values().flat_map(|id| state.data[id].current.iter().copied()).collect()
+    }
+
     pub fn file_names(&self) -> Vec<String> {
         self.state.borrow().names.keys().cloned().collect()
     }

@@ -262,6 +262,8 @@ pub struct StoredRecord {
     pub data: Vec<u8>,
     /// Server time at which the record was made durable, milliseconds since the epoch.
     pub arrival_ms: i64,
+    /// Whether it was stored encrypted at rest.
+    pub encrypted: bool,
 }
 
 #[cfg(test)]

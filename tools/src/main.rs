@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use millrace_core::crypto::Keyring;
 use millrace_core::runtime::{Engine, EngineConfig};
 use millrace_core::shard_log::LogConfig;
 use millrace_net::http::{Auth, HttpConfig, HttpServer};
@@ -81,6 +82,10 @@ struct ServeArgs {
     /// How long shard iterators stay valid, in seconds (AWS: 300). For tests.
     #[arg(long, default_value_t = 300, hide = true)]
     iterator_ttl_secs: u64,
+    /// Master key for encryption at rest (32 bytes, raw or as 64 hex digits); without it,
+    /// one is generated into the data directory on first start.
+    #[arg(long, value_name = "FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// How long one SubscribeToShard session lasts, in seconds (AWS: 300). For tests.
     #[arg(long, default_value_t = 300, hide = true)]
     subscription_secs: u64,
@@ -117,6 +122,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut signals =
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
             .context("installing SIGINT/SIGTERM handlers")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    config.keyring = Some(std::sync::Arc::new(keyring(&args)?));
     let started = std::time::Instant::now();
     let engine = Engine::start(config.clone())
         .with_context(|| format!("starting the engine on {}", args.data_dir.display()))?;
@@ -190,6 +198,7 @@ fn start_http(args: &ServeArgs, engine: &Engine, data_dir: &std::path::Path) -> 
         iterator_ttl_ms: (args.iterator_ttl_secs.max(1) * 1000) as i64,
         emulate_limits: args.emulate_limits,
         subscription_ms: (args.subscription_secs.max(1) * 1000) as i64,
+        encryption_at_rest: true,
     };
     let kinesis = KinesisApi::new(engine.clone(), api_config, iterator_key);
     let mut config = HttpConfig::new(args.http_listen, auth);
@@ -203,4 +212,37 @@ fn start_http(args: &ServeArgs, engine: &Engine, data_dir: &std::path::Path) -> 
         if args.emulate_limits { "; per-shard limits emulated" } else { "" }
     );
     Ok(server)
+}
+
+/// The master key for encryption at rest: from --encryption-key-file, or the data
+/// directory's `encryption.key` (generated on first start); nonces get a fresh random key.
+fn keyring(args: &ServeArgs) -> anyhow::Result<Keyring> {
+    let master: Vec<u8> = match &args.encryption_key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = String::from_utf8_lossy(&bytes);
+            let hex = text.trim();
+            if bytes.len() == 32 {
+                bytes
+            } else if hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                (0..32)
+                    .map(|index| u8::from_str_radix(&hex[2 * index..2 * index + 2], 16).expect("hex"))
+                    .collect()
+            } else {
+                anyhow::bail!("{} must hold 32 bytes, raw or as 64 hex digits", path.display());
+            }
+        }
+        None => {
+            let path = args.data_dir.join("encryption.key");
+            let (bytes, _) = secrets::load_or_create(&path, || secrets::random_bytes(32))
+                .with_context(|| format!("reading or creating {}", path.display()))?;
+            anyhow::ensure!(bytes.len() == 32, "{} must hold 32 bytes", path.display());
+            bytes
+        }
+    };
+    let nonce_key = secrets::random_bytes(32).context("reading /dev/urandom")?;
+    Ok(Keyring::new(
+        master.try_into().expect("32 bytes checked"),
+        nonce_key.try_into().expect("32 bytes read"),
+    ))
 }

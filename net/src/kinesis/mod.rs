@@ -34,6 +34,8 @@ pub struct ApiConfig {
     pub emulate_limits: bool,
     /// How long one SubscribeToShard session lasts (AWS: 5 minutes).
     pub subscription_ms: i64,
+    /// Whether the engine has a keyring, so that StartStreamEncryption can be honoured.
+    pub encryption_at_rest: bool,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +45,7 @@ impl Default for ApiConfig {
             iterator_ttl_ms: 300_000,
             emulate_limits: false,
             subscription_ms: 300_000,
+            encryption_at_rest: false,
         }
     }
 }
@@ -116,6 +119,8 @@ impl KinesisApi {
             "ListTagsForStream" => self.list_tags_for_stream(request),
             "ListTagsForResource" => self.list_tags_for_resource(request),
             "DescribeLimits" => Ok(self.describe_limits()),
+            "StartStreamEncryption" => self.change_encryption(request, true).await,
+            "StopStreamEncryption" => self.change_encryption(request, false).await,
             "PutRecord" => self.put_record(request).await,
             "PutRecords" => self.put_records(request).await,
             "GetShardIterator" => self.get_shard_iterator(request).await,

@@ -269,10 +269,8 @@ impl KinesisApi {
                 ReadLimits { max_records: limit, max_bytes: GET_RECORDS_BYTES_MAX },
             )
             .await?;
-        let encrypted = stream.encryption_key_id.is_some();
         let bytes: usize = read.records.iter().map(|record| record.data.len()).sum();
-        let records: Vec<Value> =
-            read.records.into_iter().map(|record| record_value(record, encrypted)).collect();
+        let records: Vec<Value> = read.records.into_iter().map(record_value).collect();
         if self.config.emulate_limits {
             self.limits.charge_read(stream.uid, shard.0, bytes, now);
         }
@@ -291,13 +289,13 @@ impl KinesisApi {
 }
 
 /// A record as GetRecords and SubscribeToShard show it.
-pub(super) fn record_value(record: StoredRecord, encrypted: bool) -> Value {
+pub(super) fn record_value(record: StoredRecord) -> Value {
     let value = Value::map()
         .with("SequenceNumber", record.sequence.to_string())
         .with("ApproximateArrivalTimestamp", Value::Timestamp(record.arrival_ms))
         .with("Data", Value::Bytes(record.data))
         .with("PartitionKey", record.partition_key);
-    if encrypted {
+    if record.encrypted {
         value.with("EncryptionType", "KMS")
     } else {
         value

@@ -64,7 +64,7 @@ impl KinesisApi {
         let position =
             request.structure_opt("StartingPosition")?.ok_or_else(|| value::missing("StartingPosition"))?;
         let start = starting_position(position)?;
-        let meta = self.describe(&stream)?;
+        self.describe(&stream)?;
         let from = self.engine.resolve(&stream, shard, start).await?;
         let key = (consumer_arn.clone(), shard.0);
         if !self.sessions.active.lock().expect("not poisoned").insert(key.clone()) {
@@ -83,10 +83,9 @@ impl KinesisApi {
         tx.try_send(Bytes::from(initial.encode())).expect("a fresh channel has room");
         let deadline = Instant::now() + Duration::from_millis(self.config.subscription_ms as u64);
         let api = self.clone();
-        let encrypted = meta.encryption_key_id.is_some();
         tokio::spawn(async move {
             let _guard = guard;
-            api.pump(Session { stream, shard, position: from, protocol, deadline, encrypted }, tx).await;
+            api.pump(Session { stream, shard, position: from, protocol, deadline }, tx).await;
         });
         Ok(rx)
     }
@@ -122,8 +121,7 @@ impl KinesisApi {
                     .last()
                     .map_or(session.position.saturating_sub(1), |record| record.sequence.0);
                 let meta = self.engine.describe(&session.stream).ok();
-                let records: Vec<Value> =
-                    read.records.into_iter().map(|record| record_value(record, session.encrypted)).collect();
+                let records: Vec<Value> = read.records.into_iter().map(record_value).collect();
                 let mut event = Value::map()
                     .with("Records", Value::List(records))
                     .with("ContinuationSequenceNumber", continuation.to_string())
@@ -166,7 +164,6 @@ struct Session {
     position: u128,
     protocol: Protocol,
     deadline: Instant,
-    encrypted: bool,
 }
 
 fn starting_position(position: Request<'_>) -> Result<StartPosition, ApiError> {

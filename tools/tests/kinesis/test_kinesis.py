@@ -444,6 +444,50 @@ class Settings(Base):
                          ConsumerARN=consumer["ConsumerARN"])
         self.client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
 
+    def test_encryption_at_rest(self):
+        name = self.new_stream(shards=1)
+        shard = "shardId-000000000000"
+        self.client.start_stream_encryption(StreamName=name, EncryptionType="KMS", KeyId="alias/aws/kinesis")
+        summary = self.client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        self.assertEqual((summary["EncryptionType"], summary["KeyId"]), ("KMS", "alias/aws/kinesis"))
+        secret = f"sealed-{time.time_ns()}-payload".encode()
+        put = self.client.put_record(StreamName=name, Data=secret, PartitionKey="k")
+        self.assertEqual(put["EncryptionType"], "KMS")
+        self.assertError("InvalidArgumentException", self.client.stop_stream_encryption, StreamName=name,
+                         EncryptionType="KMS", KeyId="another-key")
+        self.client.stop_stream_encryption(StreamName=name, EncryptionType="KMS", KeyId="alias/aws/kinesis")
+        clear = f"clear-{time.time_ns()}-payload".encode()
+        put = self.client.put_record(StreamName=name, Data=clear, PartitionKey="k")
+        self.assertEqual(put["EncryptionType"], "NONE")
+        records = read_all(self.client, name, shard)
+        self.assertEqual([r["Data"] for r in records], [secret, clear])
+        self.assertEqual(records[0].get("EncryptionType"), "KMS")
+        # What reached the disk: the clear record is there, the sealed one is not.
+        on_disk = b""
+        for root, _, files in os.walk(os.path.join(SERVER.data_dir, "shards")):
+            for file in files:
+                with open(os.path.join(root, file), "rb") as handle:
+                    on_disk += handle.read()
+        self.assertIn(clear, on_disk)
+        self.assertNotIn(secret, on_disk)
+        self.assertError("ValidationException", self.client.start_stream_encryption, StreamName=name,
+                         EncryptionType="AES", KeyId="k")
+
+    def test_ten_mebibyte_records_after_update_max_record_size(self):
+        name = self.new_stream(shards=1)
+        arn = self.client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        big = os.urandom(10 * 1024 * 1024 - 10)
+        self.assertError("ValidationException", self.client.put_record, StreamName=name, Data=big, PartitionKey="k")
+        self.client.update_max_record_size(StreamARN=arn, MaxRecordSizeInKiB=10240)
+        summary = self.client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        self.assertEqual(summary["MaxRecordSizeInKiB"], 10240)
+        put = self.client.put_record(StreamName=name, Data=big, PartitionKey="k")
+        records = read_all(self.client, name, put["ShardId"])
+        self.assertEqual(len(records), 1)
+        self.assertEqual(records[0]["Data"], big)
+        self.assertError("ValidationException", self.client.update_max_record_size, StreamARN=arn,
+                         MaxRecordSizeInKiB=10241)
+
     def test_describe_limits(self):
         self.new_stream(shards=2)
         limits = self.client.describe_limits()
@@ -774,9 +818,12 @@ class OwnServers(unittest.TestCase):
         try:
             client = server.client()
             client.create_stream(StreamName="durable", ShardCount=3)
+            # Half of it sealed: the key in the data directory must open it after the restart.
+            client.start_stream_encryption(StreamName="durable", EncryptionType="KMS", KeyId="restart-key")
             entries = [{"Data": f"d{i}".encode() * 10, "PartitionKey": f"p{i}"} for i in range(300)]
             answer = client.put_records(StreamName="durable", Records=entries)
             self.assertEqual(answer["FailedRecordCount"], 0)
+            client.stop_stream_encryption(StreamName="durable", EncryptionType="KMS", KeyId="restart-key")
             single = client.put_record(StreamName="durable", Data=b"single", PartitionKey="s")
             client.add_tags_to_stream(StreamName="durable", Tags={"kept": "yes"})
         finally:
