@@ -21,6 +21,7 @@
 //! start, so they are unique within a process and random across processes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -49,7 +50,12 @@ pub struct Keyring {
     master: [u8; 32],
     nonce_key: [u8; 32],
     nonces: AtomicU64,
+    /// Derived ciphers by key id, so that a frame costs no key derivation; bounded.
+    ciphers: Mutex<Vec<(String, Aes256Gcm)>>,
 }
+
+/// Key ids whose derived ciphers are kept.
+const CIPHERS_CACHED: usize = 64;
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,12 +74,21 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 impl Keyring {
     /// `nonce_key` must be fresh random bytes for every process start.
     pub fn new(master: [u8; 32], nonce_key: [u8; 32]) -> Keyring {
-        Keyring { master, nonce_key, nonces: AtomicU64::new(0) }
+        Keyring { master, nonce_key, nonces: AtomicU64::new(0), ciphers: Mutex::new(Vec::new()) }
     }
 
     fn cipher(&self, key_id: &str) -> Aes256Gcm {
+        let mut ciphers = self.ciphers.lock().expect("not poisoned");
+        if let Some((_, cipher)) = ciphers.iter().find(|(id, _)| id == key_id) {
+            return cipher.clone();
+        }
         let key = hmac(&self.master, &[b"millrace stream key\0", key_id.as_bytes()]);
-        Aes256Gcm::new_from_slice(&key).expect("32-byte key")
+        let cipher = Aes256Gcm::new_from_slice(&key).expect("32-byte key");
+        if ciphers.len() == CIPHERS_CACHED {
+            ciphers.remove(0);
+        }
+        ciphers.push((key_id.to_owned(), cipher.clone()));
+        cipher
     }
 
     /// Seals a body under `key_id`, bound to `associated` (the frame's position).

@@ -15,8 +15,10 @@
 #![allow(async_fn_in_trait)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::catalog::{self, CatalogError, CatalogOp, CatalogStore, StoreError, StreamMeta, StreamMode};
+use crate::crypto::Keyring;
 use crate::shard_log::{self, LogConfig, LogError, ShardLog};
 use crate::storage::{IoError, Storage};
 use crate::types::{HashKey, Record, SequenceNumber, ShardId, StreamName};
@@ -404,12 +406,19 @@ pub async fn open_shard_log<S: Storage + Clone>(
 pub struct LocalHosts<S: Storage> {
     storage: S,
     config: LogConfig,
+    keyring: Option<Arc<Keyring>>,
     pub logs: HashMap<ShardKey, ShardLog<S>>,
 }
 
 impl<S: Storage + Clone> LocalHosts<S> {
     pub fn new(storage: &S, config: LogConfig) -> LocalHosts<S> {
-        LocalHosts { storage: storage.clone(), config, logs: HashMap::new() }
+        LocalHosts { storage: storage.clone(), config, keyring: None, logs: HashMap::new() }
+    }
+
+    /// Every log opened from now on seals and opens encrypted frames with this keyring.
+    pub fn with_keyring(mut self, keyring: Option<Arc<Keyring>>) -> LocalHosts<S> {
+        self.keyring = keyring;
+        self
     }
 }
 
@@ -425,7 +434,8 @@ impl<S: Storage + Clone> ShardHosts for LocalHosts<S> {
             return Ok(());
         }
         let dir = catalog::shard_dir(key.stream_uid, key.shard);
-        let log = open_shard_log(&self.storage, &dir, epoch, self.config, closed, now_ms).await?;
+        let mut log = open_shard_log(&self.storage, &dir, epoch, self.config, closed, now_ms).await?;
+        log.set_keyring(self.keyring.clone());
         self.logs.insert(key, log);
         Ok(())
     }

@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_lite::future::block_on;
 use millrace_core::catalog::StreamMode;
+use std::sync::Arc;
+
+use millrace_core::crypto::Keyring;
 use millrace_core::engine::{route_records, Controller, LocalHosts, ShardKey};
 use millrace_core::shard_log::{self, LogConfig, ReadLimits, ShardLog};
 use millrace_core::sim::{Faults, SimDisk, SimRng};
@@ -25,6 +28,11 @@ const RETENTION_MS: i64 = 24 * HOUR_MS;
 const ALL: ReadLimits = ReadLimits { max_records: usize::MAX, max_bytes: usize::MAX };
 
 type Ctl = Controller<SimDisk, LocalHosts<SimDisk>>;
+
+/// The simulation's master key (fixed, so that runs replay exactly).
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::new([0x5a; 32], [0xa5; 32]))
+}
 
 /// (stream, owner, shard)
 type CheckpointKey = (StreamName, String, ShardId);
@@ -84,7 +92,8 @@ impl Sim {
     /// Starts the controller, retrying while injected faults make start-up fail.
     async fn start(&mut self) -> Ctl {
         self.disk.set_faults(Faults::default());
-        let ctl = Controller::start(&self.disk, LocalHosts::new(&self.disk, self.config), self.now_ms)
+        let hosts = LocalHosts::new(&self.disk, self.config).with_keyring(Some(keyring()));
+        let ctl = Controller::start(&self.disk, hosts, self.now_ms)
             .await
             .unwrap_or_else(|error| panic!("seed {}: recovery failed: {error}", self.seed));
         self.disk.set_faults(self.faults);
@@ -109,16 +118,22 @@ impl Sim {
         let records: Vec<Record> = (0..count).map(|_| self.record()).collect();
         let groups = route_records(&meta, records).expect("records are within limits");
         // Several groups per shard in one commit, as the runtime's group commit does.
-        let mut by_shard: BTreeMap<ShardId, Vec<Vec<Record>>> = BTreeMap::new();
+        // Some batches are sealed (encryption at rest), under one of two key ids.
+        let mut by_shard: BTreeMap<ShardId, Vec<(Vec<Record>, Option<Arc<str>>)>> = BTreeMap::new();
         for (shard, group) in groups {
             let batch: Vec<Record> = group.into_iter().map(|(_, record)| record).collect();
+            let key_id: Option<Arc<str>> = match self.rng.below(8) {
+                0 => Some(Arc::from("sim-key-1")),
+                1 => Some(Arc::from("alias/sim-key-2")),
+                _ => None,
+            };
             let batches = by_shard.entry(shard).or_default();
             if batch.len() > 1 && self.rng.chance(500_000) {
                 let (left, right) = batch.split_at(batch.len() / 2);
-                batches.push(left.to_vec());
-                batches.push(right.to_vec());
+                batches.push((left.to_vec(), key_id.clone()));
+                batches.push((right.to_vec(), None));
             } else {
-                batches.push(batch);
+                batches.push((batch, key_id));
             }
         }
         for (shard, batches) in by_shard {
@@ -126,9 +141,9 @@ impl Sim {
             let log = ctl.hosts_mut().logs.get_mut(&key).expect("open shards have logs");
             let datas: Vec<Vec<Vec<u8>>> = batches
                 .iter()
-                .map(|batch| batch.iter().map(|record| record.data.clone()).collect())
+                .map(|(batch, _)| batch.iter().map(|record| record.data.clone()).collect())
                 .collect();
-            match log.append_group(batches, self.now_ms).await {
+            match log.append_group_sealed(batches, self.now_ms).await {
                 Ok(bases) => {
                     for (base, batch) in bases.into_iter().zip(datas) {
                         for (offset, data) in batch.into_iter().enumerate() {
@@ -155,7 +170,8 @@ impl Sim {
                         let reopened =
                             ShardLog::open_for_writes(&self.disk, &dir, epoch, self.config, self.now_ms)
                                 .await;
-                        if let Ok(recovered) = reopened {
+                        if let Ok(mut recovered) = reopened {
+                            recovered.set_keyring(Some(keyring()));
                             *ctl.hosts_mut().logs.get_mut(&key).expect("present") = recovered;
                         }
                     }
