@@ -29,6 +29,9 @@ const ALL: ReadLimits = ReadLimits { max_records: usize::MAX, max_bytes: usize::
 
 type Ctl = Controller<SimDisk, LocalHosts<SimDisk>>;
 
+/// Records of one frame, and the key id that seals it (none: stored in the clear).
+type SealedBatch = (Vec<Record>, Option<Arc<str>>);
+
 /// The simulation's master key (fixed, so that runs replay exactly).
 fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::new([0x5a; 32], [0xa5; 32]))
@@ -119,7 +122,7 @@ impl Sim {
         let groups = route_records(&meta, records).expect("records are within limits");
         // Several groups per shard in one commit, as the runtime's group commit does.
         // Some batches are sealed (encryption at rest), under one of two key ids.
-        let mut by_shard: BTreeMap<ShardId, Vec<(Vec<Record>, Option<Arc<str>>)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<ShardId, Vec<SealedBatch>> = BTreeMap::new();
         for (shard, group) in groups {
             let batch: Vec<Record> = group.into_iter().map(|(_, record)| record).collect();
             let key_id: Option<Arc<str>> = match self.rng.below(8) {
