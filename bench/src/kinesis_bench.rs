@@ -22,9 +22,13 @@ const WARM_UP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct KinesisArgs {
-    /// The endpoint, e.g. http://127.0.0.1:4567.
+    /// The endpoint: http://127.0.0.1:4567 for a local Millrace or emulator,
+    /// https://kinesis.<region>.amazonaws.com for AWS.
     #[arg(long)]
     pub endpoint: String,
+    /// Use this existing stream (kept afterwards) instead of creating and deleting one.
+    #[arg(long)]
+    pub stream: Option<String>,
     /// Seconds to measure, after one second of warm-up.
     #[arg(long = "duration", value_name = "SECS")]
     pub duration_s: u64,
@@ -109,18 +113,23 @@ pub fn run(args: &KinesisArgs) -> Result<()> {
 
 async fn run_async(args: &KinesisArgs) -> Result<()> {
     let mut admin = args.client()?;
-    let stream = format!("bench-{}-{}", std::process::id(), millrace_core::runtime::now_ms());
-    admin
-        .call(
-            "CreateStream",
-            &Value::map().with("StreamName", stream.as_str()).with("ShardCount", args.shards),
-        )
-        .await
-        .context("creating the bench stream")?;
+    let (stream, owned) = match &args.stream {
+        Some(stream) => (stream.clone(), false),
+        None => {
+            let stream = format!("bench-{}-{}", std::process::id(), millrace_core::runtime::now_ms());
+            let request = Value::map().with("StreamName", stream.as_str()).with("ShardCount", args.shards);
+            admin.call("CreateStream", &request).await.context("creating the bench stream")?;
+            (stream, true)
+        }
+    };
     let outcome = measure(args, &stream, &mut admin).await;
-    let deleted = admin.call("DeleteStream", &Value::map().with("StreamName", stream.as_str())).await;
+    if owned {
+        admin
+            .call("DeleteStream", &Value::map().with("StreamName", stream.as_str()))
+            .await
+            .context("deleting the bench stream")?;
+    }
     let (summary, failed, read) = outcome?;
-    deleted.context("deleting the bench stream")?;
     let duration = Duration::from_secs(args.duration_s);
     for line in report::human_lines(&summary, None) {
         println!("{line}");
@@ -172,7 +181,24 @@ async fn measure(args: &KinesisArgs, stream: &str, admin: &mut KinesisClient) ->
     let read = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     if args.readers {
-        for shard in 0..args.shards {
+        let shards = admin.call("ListShards", &Value::map().with("StreamName", stream)).await?;
+        let open: Vec<String> = match shards.get("Shards") {
+            Some(Value::List(shards)) => shards
+                .iter()
+                .filter(|shard| {
+                    shard
+                        .get("SequenceNumberRange")
+                        .and_then(|range| range.get("EndingSequenceNumber"))
+                        .is_none()
+                })
+                .filter_map(|shard| match shard.get("ShardId") {
+                    Some(Value::Str(id)) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for shard in open {
             let client = args.client()?;
             let (stream, read) = (stream.to_owned(), read.clone());
             readers.push(tokio::spawn(async move { consume(client, stream, shard, window, read).await }));
@@ -275,13 +301,13 @@ async fn produce(
 async fn consume(
     mut client: KinesisClient,
     stream: String,
-    shard: u32,
+    shard: String,
     window: Window,
     read: Arc<AtomicU64>,
 ) -> Result<()> {
     let request = Value::map()
         .with("StreamName", stream.as_str())
-        .with("ShardId", format!("shardId-{shard:012}"))
+        .with("ShardId", shard)
         .with("ShardIteratorType", "LATEST");
     let answer = client.call("GetShardIterator", &request).await.context("GetShardIterator")?;
     let mut iterator = match answer.get("ShardIterator") {

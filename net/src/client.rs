@@ -55,8 +55,12 @@ enum Connection {
 }
 
 pub struct KinesisClient {
-    /// `host:port`
+    /// `host:port`, where to connect.
     authority: String,
+    /// The endpoint's host (and port, if it named one), as the Host header and signature say it.
+    host_header: String,
+    /// The host name for TLS (SNI and certificate check); `None` for plain HTTP.
+    tls_host: Option<String>,
     credentials: Option<Credentials>,
     region: String,
     version: HttpVersion,
@@ -65,21 +69,34 @@ pub struct KinesisClient {
 }
 
 impl KinesisClient {
-    /// A client for `http://host:port` (https is not supported yet).
+    /// A client for `http://host[:port]` or `https://host[:port]`.
     pub fn new(
         endpoint: &str,
         credentials: Option<Credentials>,
         region: &str,
     ) -> Result<KinesisClient, ClientError> {
-        let authority = endpoint
-            .strip_prefix("http://")
-            .ok_or_else(|| ClientError::Transport {
-                operation: "connect".into(),
-                what: format!("endpoint {endpoint} must start with http:// (https is not supported yet)"),
-            })?
-            .trim_end_matches('/')
-            .to_owned();
+        let bad = |what: &str| ClientError::Transport {
+            operation: "connect".into(),
+            what: format!("endpoint {endpoint}: {what}"),
+        };
+        let (rest, tls, default_port) = if let Some(rest) = endpoint.strip_prefix("https://") {
+            (rest, true, 443)
+        } else if let Some(rest) = endpoint.strip_prefix("http://") {
+            (rest, false, 80)
+        } else {
+            return Err(bad("must start with http:// or https://"));
+        };
+        let host_header = rest.trim_end_matches('/');
+        if host_header.is_empty() || host_header.contains('/') {
+            return Err(bad("expected scheme://host[:port]"));
+        }
+        let port = host_header.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok());
+        let host = port.map_or(host_header, |(host, _)| host);
+        let authority =
+            if port.is_some() { host_header.to_owned() } else { format!("{host_header}:{default_port}") };
         Ok(KinesisClient {
+            tls_host: tls.then(|| host.trim_start_matches('[').trim_end_matches(']').to_owned()),
+            host_header: host_header.to_owned(),
             authority,
             credentials,
             region: region.to_owned(),
@@ -100,21 +117,16 @@ impl KinesisClient {
             .await
             .map_err(|error| transport(format!("connecting to {}: {error}", self.authority)))?;
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
-        self.connection = Some(match self.version {
-            HttpVersion::Http1 => {
-                let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        self.connection = Some(match &self.tls_host {
+            None => handshake(self.version, TokioIo::new(stream), operation).await?,
+            Some(host) => {
+                let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|error| transport(format!("TLS server name {host}: {error}")))?;
+                let tls = tls_connector(self.version)
+                    .connect(server_name, stream)
                     .await
-                    .map_err(|error| transport(format!("HTTP/1.1 handshake: {error}")))?;
-                tokio::spawn(connection);
-                Connection::Http1(sender)
-            }
-            HttpVersion::Http2 => {
-                let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(|error| transport(format!("HTTP/2 handshake: {error}")))?;
-                tokio::spawn(connection);
-                Connection::Http2(sender)
+                    .map_err(|error| transport(format!("TLS handshake with {host}: {error}")))?;
+                handshake(self.version, TokioIo::new(tls), operation).await?
             }
         });
         Ok(())
@@ -125,7 +137,7 @@ impl KinesisClient {
         let amz_date = sigv4::format_amz_date(now_ms());
         let mut headers = vec![
             ("content-type".to_owned(), Protocol::Json.content_type().to_owned()),
-            ("host".to_owned(), self.authority.clone()),
+            ("host".to_owned(), self.host_header.clone()),
             ("x-amz-date".to_owned(), amz_date.clone()),
             ("x-amz-target".to_owned(), target),
         ];
@@ -142,9 +154,10 @@ impl KinesisClient {
             );
             headers.push(("authorization".to_owned(), authorization));
         }
+        let scheme = if self.tls_host.is_some() { "https" } else { "http" };
         let uri = match self.version {
             HttpVersion::Http1 => "/".to_owned(),
-            HttpVersion::Http2 => format!("http://{}/", self.authority),
+            HttpVersion::Http2 => format!("{scheme}://{}/", self.host_header),
         };
         let mut builder = hyper::Request::builder().method("POST").uri(uri);
         for (name, value) in &headers {
@@ -248,6 +261,50 @@ impl KinesisClient {
     }
 }
 
+/// The HTTP handshake on a connected stream, plain or TLS.
+async fn handshake<T>(
+    version: HttpVersion,
+    io: TokioIo<T>,
+    operation: &str,
+) -> Result<Connection, ClientError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let transport = |what: String| ClientError::Transport { operation: operation.to_owned(), what };
+    Ok(match version {
+        HttpVersion::Http1 => {
+            let (sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|error| transport(format!("HTTP/1.1 handshake: {error}")))?;
+            tokio::spawn(connection);
+            Connection::Http1(sender)
+        }
+        HttpVersion::Http2 => {
+            let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|error| transport(format!("HTTP/2 handshake: {error}")))?;
+            tokio::spawn(connection);
+            Connection::Http2(sender)
+        }
+    })
+}
+
+/// TLS with the webpki root certificates, offering the HTTP version by ALPN.
+fn tls_connector(version: HttpVersion) -> tokio_rustls::TlsConnector {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![match version {
+        HttpVersion::Http1 => b"http/1.1".to_vec(),
+        HttpVersion::Http2 => b"h2".to_vec(),
+    }];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 fn decode_answer(operation: &str, status: u16, bytes: &[u8]) -> Result<Value, ClientError> {
     let decoded = value::decode(Protocol::Json, bytes)
         .map_err(|error| ClientError::Decode { operation: operation.to_owned(), what: error.message });
@@ -303,5 +360,26 @@ impl EventStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let aws = KinesisClient::new("https://kinesis.eu-west-1.amazonaws.com", None, "eu-west-1").unwrap();
+        assert_eq!(aws.authority, "kinesis.eu-west-1.amazonaws.com:443");
+        assert_eq!(aws.host_header, "kinesis.eu-west-1.amazonaws.com");
+        assert_eq!(aws.tls_host.as_deref(), Some("kinesis.eu-west-1.amazonaws.com"));
+        let local = KinesisClient::new("http://127.0.0.1:4567/", None, "us-east-1").unwrap();
+        assert_eq!(
+            (local.authority.as_str(), local.host_header.as_str()),
+            ("127.0.0.1:4567", "127.0.0.1:4567")
+        );
+        assert!(local.tls_host.is_none());
+        assert!(KinesisClient::new("ftp://x", None, "r").is_err());
+        assert!(KinesisClient::new("http://x/path", None, "r").is_err());
     }
 }
