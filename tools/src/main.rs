@@ -6,6 +6,11 @@
 
 mod cli;
 
+/// mimalloc instead of glibc's malloc: the HTTP path allocates per record (request values,
+/// decoded data, answers) and glibc's malloc/free took ~17% of the server's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
