@@ -54,7 +54,8 @@ rm -rf "$smoke_dir"
 echo "== kinesis benchmark smoke run against a debug millrace serve"
 kinesis_dir="target/bench-kinesis-smoke"
 rm -rf "$kinesis_dir"; mkdir -p "$kinesis_dir"
-target/debug/millrace serve --data-dir "$kinesis_dir/data" --http-listen 127.0.0.1:0 --segment-mib 8 \
+target/debug/millrace serve --data-dir "$kinesis_dir/data" --http-listen 127.0.0.1:0 --quic-listen 127.0.0.1:0 \
+  --segment-mib 8 \
   2> "$kinesis_dir/serve.log" &
 serve_pid=$!
 endpoint=""
@@ -79,7 +80,7 @@ rm -rf "$kinesis_dir"
 
 if [ -n "${MILLRACE_FUZZ_SECS:-}" ]; then
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-  for target in segment_frame batch_body kinesis_request event_stream sigv4; do
+  for target in segment_frame batch_body kinesis_request event_stream sigv4 quic_frame; do
     echo "== fuzz $target for ${MILLRACE_FUZZ_SECS}s"
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$MILLRACE_FUZZ_SECS")
   done

@@ -129,6 +129,11 @@ impl HttpServer {
         self.local_addr
     }
 
+    /// The front-end runtime, for the other front ends (QUIC) to run on.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
     /// Stops accepting, gives in-flight requests a moment to finish, and stops the threads.
     pub fn shutdown(self) {
         let _ = self.stop.send(true);

@@ -20,6 +20,7 @@ use millrace_core::runtime::{Engine, EngineConfig};
 use millrace_core::shard_log::LogConfig;
 use millrace_net::http::{Auth, HttpConfig, HttpServer};
 use millrace_net::kinesis::{ApiConfig, KinesisApi};
+use millrace_net::quic::{self, server::QuicConfig, server::QuicServer};
 use millrace_net::secrets;
 
 #[derive(Parser)]
@@ -87,6 +88,16 @@ struct ServeArgs {
     /// How long shard iterators stay valid, in seconds (AWS: 300). For tests.
     #[arg(long, default_value_t = 300, hide = true)]
     iterator_ttl_secs: u64,
+    /// Address of the native QUIC protocol (producer/consumer SDK).
+    #[arg(long, default_value = "127.0.0.1:4568")]
+    quic_listen: std::net::SocketAddr,
+    /// Certificate chain (PEM) for QUIC; without it a self-signed one is generated into the
+    /// data directory.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Master key for encryption at rest (32 bytes, raw or as 64 hex digits); without it,
     /// one is generated into the data directory on first start.
     #[arg(long, value_name = "FILE")]
@@ -149,10 +160,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             return Err(error);
         }
     };
+    let quic = match start_quic(&args, &engine, &http, &data_dir) {
+        Ok(quic) => quic,
+        Err(error) => {
+            http.shutdown();
+            engine.shutdown();
+            return Err(error);
+        }
+    };
     eprintln!("millrace: stop with Ctrl-C or SIGTERM");
     if let Some(signal) = signals.forever().next() {
         eprintln!("millrace: signal {signal}: finishing in-flight commits and stopping");
     }
+    quic.shutdown();
     http.shutdown();
     engine.shutdown();
     eprintln!("millrace: stopped cleanly");
@@ -250,4 +270,40 @@ fn keyring(args: &ServeArgs) -> anyhow::Result<Keyring> {
         master.try_into().expect("32 bytes checked"),
         nonce_key.try_into().expect("32 bytes read"),
     ))
+}
+
+fn start_quic(
+    args: &ServeArgs,
+    engine: &Engine,
+    http: &HttpServer,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<QuicServer> {
+    let (cert_chain, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => quic::identity_from_files(cert, key)
+            .with_context(|| format!("reading {} and {}", cert.display(), key.display()))?,
+        _ => {
+            let (chain, key, generated) = quic::identity(data_dir).context("the QUIC certificate")?;
+            if generated {
+                eprintln!(
+                    "millrace: generated a self-signed QUIC certificate for localhost: {}",
+                    data_dir.join(quic::CERT_FILE).display()
+                );
+            }
+            (chain, key)
+        }
+    };
+    let (token, _) = quic::token(data_dir).context("the QUIC client token")?;
+    let _runtime = http.handle().enter();
+    let server =
+        QuicServer::start(engine.clone(), QuicConfig { listen: args.quic_listen, cert_chain, key, token })
+            .with_context(|| format!("listening for QUIC on {}", args.quic_listen))?;
+    let address = server.local_addr().context("the QUIC address")?;
+    eprintln!(
+        "millrace: QUIC listening on {address}; clients on this machine use --data-dir {}, others copy {} and {} \
+         from it and use --cert FILE --token FILE",
+        data_dir.display(),
+        quic::CERT_FILE,
+        quic::TOKEN_FILE
+    );
+    Ok(server)
 }

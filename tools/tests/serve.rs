@@ -6,7 +6,16 @@ use std::process::{Command, Stdio};
 
 fn serve_until_ready_then_term(dir: &std::path::Path) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["serve", "--cores", "2", "--http-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--cores",
+            "2",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env_remove("MILLRACE_ACCESS_KEY_ID")
         .env_remove("MILLRACE_SECRET_ACCESS_KEY")

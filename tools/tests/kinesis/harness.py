@@ -35,7 +35,7 @@ class Server:
         env["MILLRACE_SECRET_ACCESS_KEY"] = SECRET_KEY
         args = [
             binary, "serve", "--data-dir", self.data_dir, "--cores", "2",
-            "--http-listen", "127.0.0.1:0", "--segment-mib", "4",
+            "--http-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0", "--segment-mib", "4",
             "--iterator-ttl-secs", str(self.ttl_secs),
         ] + self.extra_args
         self.process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)

@@ -1,0 +1,288 @@
+//! The producer SDK: `send(stream, partition_key, data) -> SequenceNumber`.
+//!
+//! Records are routed by hash key to their shard (the stream's shard map is fetched once and
+//! again after resharding), batched per shard by size and linger time, and sent as PUT frames
+//! on one pipelined channel; each record's future resolves with its sequence number once the
+//! batch is durable. Memory is bounded: `send` waits while `buffer_bytes_max` of records are
+//! unacknowledged (backpressure). A batch that fails with a transient error is sent again;
+//! with one batch in flight per shard (the default) a retry never reorders the records of a
+//! partition key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use millrace_core::types::{HashKey, SequenceNumber};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::client::{Channel, QuicError};
+use super::frame::{Message, PutRecord};
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// How long a record waits for others to join its batch.
+    pub linger: Duration,
+    /// A batch is sent once it holds this many bytes of data and keys...
+    pub batch_bytes_max: usize,
+    /// ...or this many records.
+    pub batch_records_max: usize,
+    /// Bytes of records accepted and not yet acknowledged; `send` waits beyond it.
+    pub buffer_bytes_max: usize,
+    /// Batches in flight per shard. 1 keeps the records of a key in order through retries.
+    pub in_flight_per_shard: usize,
+    /// Attempts of a batch that fails with a transient error.
+    pub attempts_max: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> ProducerConfig {
+        ProducerConfig {
+            linger: Duration::from_millis(2),
+            batch_bytes_max: 1 << 20,
+            batch_records_max: 2000,
+            buffer_bytes_max: 64 << 20,
+            in_flight_per_shard: 1,
+            attempts_max: 5,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<SequenceNumber, QuicError>>;
+
+struct Item {
+    stream: Arc<str>,
+    record: PutRecord,
+    reply: Option<Reply>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A handle on the producer; cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    items: mpsc::Sender<Item>,
+    memory: Arc<Semaphore>,
+    buffer_bytes_max: usize,
+}
+
+impl Producer {
+    /// Starts a producer over a channel of a welcomed connection.
+    pub fn new(channel: Channel, config: ProducerConfig) -> Producer {
+        let (items, inbox) = mpsc::channel(8192);
+        let memory = Arc::new(Semaphore::new(config.buffer_bytes_max));
+        let buffer_bytes_max = config.buffer_bytes_max;
+        tokio::spawn(batcher(Arc::new(channel), config, inbox));
+        Producer { items, memory, buffer_bytes_max }
+    }
+
+    async fn enqueue(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        data: Vec<u8>,
+        reply: Option<Reply>,
+    ) -> Result<(), QuicError> {
+        let bytes = (data.len() + partition_key.len()).clamp(1, self.buffer_bytes_max) as u32;
+        let permit = self
+            .memory
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?;
+        let record = PutRecord { partition_key: partition_key.to_owned(), explicit_hash_key: None, data };
+        self.items
+            .send(Item { stream: Arc::from(stream), record, reply, _permit: permit })
+            .await
+            .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })
+    }
+
+    /// Sends one record; resolves with its sequence number once it is durable.
+    pub async fn send(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        data: Vec<u8>,
+    ) -> Result<SequenceNumber, QuicError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(stream, partition_key, data, Some(reply)).await?;
+        answer.await.map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?
+    }
+
+    /// Queues one record in call order (waiting only for buffer space) and returns the
+    /// future of its acknowledgement: one task can keep many records in flight and still
+    /// have them stored in the order it queued them (per partition key).
+    pub async fn queue(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        data: Vec<u8>,
+    ) -> Result<impl std::future::Future<Output = Result<SequenceNumber, QuicError>>, QuicError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(stream, partition_key, data, Some(reply)).await?;
+        Ok(
+            async move { answer.await.map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })? },
+        )
+    }
+
+    /// Fire and forget: returns once the record is buffered (waiting while the buffer is
+    /// full). Failures are not reported; use [`Producer::flush`] to wait for everything sent.
+    pub async fn send_nowait(
+        &self,
+        stream: &str,
+        partition_key: &str,
+        data: Vec<u8>,
+    ) -> Result<(), QuicError> {
+        self.enqueue(stream, partition_key, data, None).await
+    }
+
+    /// Waits until every record handed in so far is acknowledged (or has failed).
+    pub async fn flush(&self) {
+        let all = u32::try_from(self.buffer_bytes_max).unwrap_or(u32::MAX);
+        if let Ok(permit) = self.memory.acquire_many(all).await {
+            drop(permit);
+        }
+    }
+}
+
+/// The shard map of a stream: (hash start, shard id) of the open shards, sorted.
+type ShardMap = Vec<(u128, u32)>;
+
+async fn shard_map(channel: &Channel, stream: &str) -> Result<ShardMap, QuicError> {
+    match channel.request(&Message::Describe { stream: stream.to_owned() }).await? {
+        Message::Description { shards } => {
+            let mut map: ShardMap = shards
+                .into_iter()
+                .filter(|shard| shard.open)
+                .map(|shard| (shard.hash_start, shard.id))
+                .collect();
+            map.sort_unstable();
+            Ok(map)
+        }
+        _ => Err(QuicError::Unexpected),
+    }
+}
+
+fn route(map: &ShardMap, key: u128) -> u32 {
+    let at = map.partition_point(|(start, _)| *start <= key);
+    at.checked_sub(1).map_or(0, |at| map[at].1)
+}
+
+async fn batcher(channel: Arc<Channel>, config: ProducerConfig, mut inbox: mpsc::Receiver<Item>) {
+    let mut maps: HashMap<Arc<str>, ShardMap> = HashMap::new();
+    // One task per shard batches and sends; the memory semaphore bounds what they hold.
+    let mut shards: HashMap<(Arc<str>, u32), mpsc::UnboundedSender<Item>> = HashMap::new();
+    while let Some(item) = inbox.recv().await {
+        if !maps.contains_key(&item.stream) {
+            match shard_map(&channel, &item.stream).await {
+                Ok(map) => {
+                    maps.insert(item.stream.clone(), map);
+                }
+                Err(error) => {
+                    if let Some(reply) = item.reply {
+                        let _ = reply.send(Err(error));
+                    }
+                    continue;
+                }
+            }
+        }
+        let key = item
+            .record
+            .explicit_hash_key
+            .unwrap_or_else(|| HashKey::from_partition_key(&item.record.partition_key).0);
+        let shard = route(&maps[&item.stream], key);
+        let sender = shards.entry((item.stream.clone(), shard)).or_insert_with(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(shard_sender(channel.clone(), config.clone(), receiver));
+            sender
+        });
+        if let Err(mpsc::error::SendError(item)) = sender.send(item) {
+            if let Some(reply) = item.reply {
+                let _ = reply.send(Err(QuicError::Lost { what: "the producer has stopped".into() }));
+            }
+        }
+    }
+}
+
+/// Batches one shard's records by size and linger time and sends them, at most
+/// `in_flight_per_shard` batches at once; records arriving meanwhile form the next batch.
+async fn shard_sender(
+    channel: Arc<Channel>,
+    config: ProducerConfig,
+    mut items: mpsc::UnboundedReceiver<Item>,
+) {
+    let in_flight = Arc::new(Semaphore::new(config.in_flight_per_shard.max(1)));
+    while let Some(first) = items.recv().await {
+        let deadline = tokio::time::Instant::now() + config.linger;
+        let mut bytes = first.record.data.len() + first.record.partition_key.len();
+        let mut batch = vec![first];
+        while batch.len() < config.batch_records_max && bytes < config.batch_bytes_max {
+            let item = tokio::select! {
+                item = items.recv() => item,
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some(item) = item else { break };
+            bytes += item.record.data.len() + item.record.partition_key.len();
+            batch.push(item);
+        }
+        let Ok(slot) = in_flight.clone().acquire_owned().await else { return };
+        let channel = channel.clone();
+        let attempts_max = config.attempts_max.max(1);
+        tokio::spawn(async move {
+            send_batch(&channel, batch, attempts_max).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn send_batch(channel: &Channel, items: Vec<Item>, attempts_max: u32) {
+    let stream = items[0].stream.to_string();
+    let records: Vec<PutRecord> = items.iter().map(|item| item.record.clone()).collect();
+    let request = Message::Put { stream, records };
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        match channel.request(&request).await {
+            Ok(Message::PutAck { acks }) if acks.len() == items.len() => break Ok(acks),
+            Ok(_) => break Err(QuicError::Unexpected),
+            // A lost connection is the caller's to re-establish; server-side transient
+            // errors are retried here, in place, so the shard's order holds.
+            Err(error)
+                if error.is_transient()
+                    && attempt < attempts_max
+                    && !matches!(error, QuicError::Lost { .. }) =>
+            {
+                tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    match outcome {
+        Ok(acks) => {
+            for (item, (_, sequence)) in items.into_iter().zip(acks) {
+                if let Some(reply) = item.reply {
+                    let _ = reply.send(Ok(SequenceNumber(sequence)));
+                }
+            }
+        }
+        Err(error) => {
+            for item in items {
+                if let Some(reply) = item.reply {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_follows_the_shard_map() {
+        let map: ShardMap = vec![(0, 3), (1 << 127, 4)];
+        assert_eq!(route(&map, 0), 3);
+        assert_eq!(route(&map, (1 << 127) - 1), 3);
+        assert_eq!(route(&map, 1 << 127), 4);
+        assert_eq!(route(&map, u128::MAX), 4);
+    }
+}
