@@ -251,3 +251,60 @@ fn a_wrong_token_or_version_is_refused() {
         assert!(matches!(QuicClient::connect(&untrusted).await, Err(QuicError::Connect { .. })));
     });
 }
+
+#[test]
+fn consumer_gets_pushed_records_in_order_and_follows_a_split() {
+    use millrace_net::quic::consumer::{Consumer, ConsumerConfig};
+    let fixture = fixture();
+    let name = create("pushed", 1);
+    fixture.runtime.block_on(async {
+        let client = std::sync::Arc::new(QuicClient::connect(&fixture.client).await.unwrap());
+        let producer = Producer::new(client.channel().await.unwrap(), ProducerConfig::default());
+        for index in 0..100u32 {
+            producer.send("pushed", &format!("k{}", index % 7), index.to_le_bytes().to_vec()).await.unwrap();
+        }
+        // A small window, so that flow control has to top it up many times.
+        let config = ConsumerConfig { credits_per_shard: 16 };
+        let mut consumer =
+            Consumer::subscribe(client.clone(), "pushed", ReadStart::TrimHorizon, config).await.unwrap();
+        let mut seen: Vec<(u32, u128, u32)> = Vec::new();
+        while seen.len() < 100 {
+            for record in consumer.next().await.unwrap().unwrap() {
+                seen.push((
+                    record.shard,
+                    record.sequence,
+                    u32::from_le_bytes(record.data[..4].try_into().unwrap()),
+                ));
+            }
+        }
+        assert_eq!(seen.iter().map(|(_, _, index)| *index).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+        // Records stored while subscribed are pushed; after a split the children follow.
+        fixture.engine.split_shard(&name, ShardId(0), HashKey(1 << 127)).await.unwrap();
+        for index in 100..300u32 {
+            producer.send("pushed", &format!("k{}", index % 7), index.to_le_bytes().to_vec()).await.unwrap();
+        }
+        while seen.len() < 300 {
+            for record in consumer.next().await.unwrap().unwrap() {
+                seen.push((
+                    record.shard,
+                    record.sequence,
+                    u32::from_le_bytes(record.data[..4].try_into().unwrap()),
+                ));
+            }
+        }
+        let mut indices: Vec<u32> = seen.iter().map(|(_, _, index)| *index).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (0..300).collect::<Vec<_>>(), "every record once");
+        for shard in [1, 2] {
+            let sequences: Vec<u128> =
+                seen.iter().filter(|(s, _, _)| *s == shard).map(|(_, sequence, _)| *sequence).collect();
+            assert!(sequences.windows(2).all(|pair| pair[0] < pair[1]), "shard {shard} in order");
+            assert!(!sequences.is_empty());
+        }
+        // Checkpoints are stored on the server.
+        let last = seen.iter().filter(|(s, _, _)| *s == 1).map(|(_, sequence, _)| *sequence).max().unwrap();
+        consumer.checkpoint("worker-a", 1, last).await.unwrap();
+        let stored = fixture.engine.get_checkpoint(&name, "worker-a", ShardId(1)).await.unwrap();
+        assert_eq!(stored.map(|sequence| sequence.0), Some(last));
+    });
+}

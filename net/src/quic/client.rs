@@ -135,7 +135,30 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(u64, Message
     Ok(Some((checked.request_id, Message::decode(checked.kind, &payload).map_err(QuicError::BadFrame)?)))
 }
 
-type Waiters = Arc<Mutex<Option<HashMap<u64, tokio::sync::oneshot::Sender<Result<Message, QuicError>>>>>>;
+/// Who waits for the answers to a request: one answer, or a stream of them (subscriptions).
+enum Waiter {
+    Once(tokio::sync::oneshot::Sender<Result<Message, QuicError>>),
+    Many(tokio::sync::mpsc::UnboundedSender<Result<Message, QuicError>>),
+}
+
+impl Waiter {
+    /// Hands over an answer; returns the waiter if it expects more.
+    fn deliver(self, answer: Result<Message, QuicError>) -> Option<Waiter> {
+        match self {
+            Waiter::Once(sender) => {
+                let _ = sender.send(answer);
+                None
+            }
+            Waiter::Many(sender) => {
+                let last = answer.is_err() || matches!(answer, Ok(Message::Records { ended: true, .. }));
+                let open = sender.send(answer).is_ok();
+                (open && !last).then_some(Waiter::Many(sender))
+            }
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<Option<HashMap<u64, Waiter>>>>;
 
 /// One bidirectional stream carrying many requests at once.
 pub struct Channel {
@@ -159,13 +182,15 @@ impl Channel {
                             .and_then(|all| all.remove(&id));
                         match (waiter, message) {
                             (Some(waiter), Message::Error { code, message }) => {
-                                let _ = waiter.send(Err(QuicError::Server {
-                                    code: ErrorCode::from_u16(code),
-                                    message,
-                                }));
+                                let error = QuicError::Server { code: ErrorCode::from_u16(code), message };
+                                let _ = waiter.deliver(Err(error));
                             }
                             (Some(waiter), message) => {
-                                let _ = waiter.send(Ok(message));
+                                if let Some(waiter) = waiter.deliver(Ok(message)) {
+                                    if let Some(all) = reader_waiters.lock().expect("not poisoned").as_mut() {
+                                        all.insert(id, waiter);
+                                    }
+                                }
                             }
                             // An error for no request (a bad frame of ours): the stream ends.
                             (None, Message::Error { code, message }) => {
@@ -181,7 +206,7 @@ impl Channel {
             // Everyone still waiting learns why; later requests fail at once.
             if let Some(waiting) = reader_waiters.lock().expect("not poisoned").take() {
                 for (_, waiter) in waiting {
-                    let _ = waiter.send(Err(failure.clone()));
+                    let _ = waiter.deliver(Err(failure.clone()));
                 }
             }
         });
@@ -193,7 +218,7 @@ impl Channel {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.waiters.lock().expect("not poisoned").as_mut() {
-            Some(waiters) => waiters.insert(id, tx),
+            Some(waiters) => waiters.insert(id, Waiter::Once(tx)),
             None => return Err(QuicError::Lost { what: "the stream has ended".into() }),
         };
         let frame = message.to_frame(id);
@@ -206,12 +231,38 @@ impl Channel {
         rx.await.map_err(|_| QuicError::Lost { what: "the stream has ended".into() })?
     }
 
+    /// Sends a request whose answers keep coming (SUBSCRIBE); returns its id, to grant
+    /// credits with, and the answers.
+    pub async fn request_stream(
+        &self,
+        message: &Message,
+    ) -> Result<(u64, tokio::sync::mpsc::UnboundedReceiver<Result<Message, QuicError>>), QuicError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        match self.waiters.lock().expect("not poisoned").as_mut() {
+            Some(waiters) => waiters.insert(id, Waiter::Many(tx)),
+            None => return Err(QuicError::Lost { what: "the stream has ended".into() }),
+        };
+        self.send_frame(&message.to_frame(id)).await?;
+        Ok((id, rx))
+    }
+
+    /// Sends a frame that expects no answer (CREDIT).
+    pub async fn send_frame(&self, frame: &[u8]) -> Result<(), QuicError> {
+        self.send
+            .lock()
+            .await
+            .write_all(frame)
+            .await
+            .map_err(|error| QuicError::Lost { what: error.to_string() })
+    }
+
     /// Sends raw bytes as request `id` and waits for the answer to that id (tests of bad
     /// frames: the server answers a frame it cannot trust with id 0).
     pub async fn request_raw(&self, id: u64, bytes: &[u8], finish: bool) -> Result<Message, QuicError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.waiters.lock().expect("not poisoned").as_mut() {
-            Some(waiters) => waiters.insert(id, tx),
+            Some(waiters) => waiters.insert(id, Waiter::Once(tx)),
             None => return Err(QuicError::Lost { what: "the stream has ended".into() }),
         };
         {

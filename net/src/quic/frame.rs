@@ -199,6 +199,10 @@ pub mod kind {
     pub const DESCRIPTION: u8 = 7;
     pub const READ: u8 = 8;
     pub const RECORDS: u8 = 9;
+    pub const SUBSCRIBE: u8 = 10;
+    pub const CREDIT: u8 = 11;
+    pub const CHECKPOINT: u8 = 12;
+    pub const CHECKPOINT_ACK: u8 = 13;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +282,26 @@ pub enum Message {
         children: Vec<u32>,
         records: Vec<RecordOut>,
     },
+    /// Push the shard's records from `start` as they become durable, `credits` records at
+    /// most before the next CREDIT. Answered by RECORDS frames with this request's id.
+    Subscribe {
+        stream: String,
+        shard: u32,
+        start: ReadStart,
+        credits: u32,
+    },
+    /// More credits for the subscription with this frame's request id.
+    Credit {
+        credits: u32,
+    },
+    /// Stores a consumer's position durably on the server (`sequence` = last one processed).
+    Checkpoint {
+        stream: String,
+        owner: String,
+        shard: u32,
+        sequence: u128,
+    },
+    CheckpointAck,
 }
 
 struct Writer(Vec<u8>);
@@ -389,6 +413,10 @@ impl Message {
             Message::Description { .. } => kind::DESCRIPTION,
             Message::Read { .. } => kind::READ,
             Message::Records { .. } => kind::RECORDS,
+            Message::Subscribe { .. } => kind::SUBSCRIBE,
+            Message::Credit { .. } => kind::CREDIT,
+            Message::Checkpoint { .. } => kind::CHECKPOINT,
+            Message::CheckpointAck => kind::CHECKPOINT_ACK,
         }
     }
 
@@ -464,6 +492,22 @@ impl Message {
                 out.u128(value);
                 out.u32(*max_records);
             }
+            Message::Subscribe { stream, shard, start, credits } => {
+                out.name(stream);
+                out.u32(*shard);
+                let (tag, value) = start_fields(*start);
+                out.u8(tag);
+                out.u128(value);
+                out.u32(*credits);
+            }
+            Message::Credit { credits } => out.u32(*credits),
+            Message::Checkpoint { stream, owner, shard, sequence } => {
+                out.name(stream);
+                out.name(owner);
+                out.u32(*shard);
+                out.u128(*sequence);
+            }
+            Message::CheckpointAck => {}
             Message::Records { next, ended, millis_behind_latest, children, records } => {
                 out.u128(*next);
                 out.u8(u8::from(*ended));
@@ -553,6 +597,22 @@ impl Message {
                 };
                 Message::Read { stream, shard, start, max_records: input.u32()? }
             }
+            kind::SUBSCRIBE => {
+                let stream = input.name()?;
+                let shard = input.u32()?;
+                let tag = input.u8()?;
+                let value = input.u128()?;
+                let start = start_from(tag, value).ok_or_else(|| input.bad("unknown start type"))?;
+                Message::Subscribe { stream, shard, start, credits: input.u32()? }
+            }
+            kind::CREDIT => Message::Credit { credits: input.u32()? },
+            kind::CHECKPOINT => Message::Checkpoint {
+                stream: input.name()?,
+                owner: input.name()?,
+                shard: input.u32()?,
+                sequence: input.u128()?,
+            },
+            kind::CHECKPOINT_ACK => Message::CheckpointAck,
             kind::RECORDS => {
                 let next = input.u128()?;
                 let ended = match input.u8()? {
@@ -585,6 +645,29 @@ impl Message {
         encode_frame(&mut out, self.kind(), request_id, &payload);
         out
     }
+}
+
+fn start_fields(start: ReadStart) -> (u8, u128) {
+    match start {
+        ReadStart::TrimHorizon => (0, 0),
+        ReadStart::Latest => (1, 0),
+        ReadStart::AtSequence(sequence) => (2, sequence),
+        ReadStart::AfterSequence(sequence) => (3, sequence),
+        ReadStart::AtTimestamp(millis) => (4, millis as u64 as u128),
+        ReadStart::At(position) => (5, position),
+    }
+}
+
+fn start_from(tag: u8, value: u128) -> Option<ReadStart> {
+    Some(match tag {
+        0 => ReadStart::TrimHorizon,
+        1 => ReadStart::Latest,
+        2 => ReadStart::AtSequence(value),
+        3 => ReadStart::AfterSequence(value),
+        4 => ReadStart::AtTimestamp(value as u64 as i64),
+        5 => ReadStart::At(value),
+        _ => return None,
+    })
 }
 
 /// Decodes one whole frame from the start of `bytes`: the header, the CRC, the message.
@@ -640,7 +723,7 @@ mod tests {
                 partition_key,
                 data,
             });
-        prop_oneof![
+        let base = prop_oneof![
             (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64), "[a-z]{0,12}")
                 .prop_map(|(version, token, client)| Message::Hello { version, token, client }),
             (any::<u16>(), any::<u32>())
@@ -665,7 +748,27 @@ mod tests {
                 .prop_map(|(next, ended, millis_behind_latest, children, records)| {
                     Message::Records { next, ended, millis_behind_latest, children, records }
                 }),
-        ]
+        ];
+        let more = prop_oneof![
+            (
+                "[a-z]{1,12}",
+                any::<u32>(),
+                prop_oneof![Just(ReadStart::Latest), any::<u128>().prop_map(ReadStart::At)],
+                any::<u32>()
+            )
+                .prop_map(|(stream, shard, start, credits)| Message::Subscribe {
+                    stream,
+                    shard,
+                    start,
+                    credits
+                }),
+            any::<u32>().prop_map(|credits| Message::Credit { credits }),
+            ("[a-z]{1,12}", "[a-z]{1,12}", any::<u32>(), any::<u128>()).prop_map(
+                |(stream, owner, shard, sequence)| Message::Checkpoint { stream, owner, shard, sequence }
+            ),
+            Just(Message::CheckpointAck),
+        ];
+        prop_oneof![base, more]
     }
 
     proptest! {
@@ -686,7 +789,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_frame(&bytes);
-            for kind in 0..12u8 {
+            for kind in 0..16u8 {
                 let _ = Message::decode(kind, &bytes);
             }
         }

@@ -2,6 +2,7 @@
 //! client connection and the producer SDK.
 
 pub mod client;
+pub mod consumer;
 pub mod frame;
 pub mod producer;
 pub mod server;

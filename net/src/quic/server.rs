@@ -170,9 +170,27 @@ async fn serve_stream(engine: Engine, send: quinn::SendStream, mut recv: quinn::
         let _ = send.finish();
     });
     let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_PER_STREAM));
+    let mut subscriptions: std::collections::HashMap<u64, tokio::sync::mpsc::UnboundedSender<u32>> =
+        std::collections::HashMap::new();
     loop {
         let request = read_frame(&mut recv).await;
         match request {
+            Ok(Some((id, Message::Subscribe { stream, shard, start, credits }))) => {
+                let (more, credit_inbox) = tokio::sync::mpsc::unbounded_channel();
+                subscriptions.insert(id, more);
+                let subscription = Subscription { id, stream, shard, start, credits };
+                tokio::spawn(subscription.run(engine.clone(), credit_inbox, answers.clone()));
+            }
+            Ok(Some((id, Message::Credit { credits }))) => {
+                let granted = subscriptions.get(&id).is_some_and(|more| more.send(credits).is_ok());
+                if !granted {
+                    let error = Message::error(
+                        ErrorCode::InvalidArgument,
+                        format!("no subscription {id} on this stream"),
+                    );
+                    let _ = answers.send(error.to_frame(id)).await;
+                }
+            }
             Ok(Some((id, message))) => {
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 let (engine, answers) = (engine.clone(), answers.clone());
@@ -221,6 +239,9 @@ async fn handle(engine: &Engine, message: Message) -> Message {
         Message::Describe { stream } => describe(engine, &stream),
         Message::Read { stream, shard, start, max_records } => {
             read(engine, &stream, shard, start, max_records).await
+        }
+        Message::Checkpoint { stream, owner, shard, sequence } => {
+            checkpoint(engine, &stream, &owner, shard, sequence).await
         }
         Message::Hello { .. } => Err(Message::error(ErrorCode::InvalidArgument, "already greeted")),
         other => {
@@ -312,4 +333,126 @@ async fn read(
         children: read.child_shards.iter().map(|child| child.0).collect(),
         records,
     })
+}
+
+async fn checkpoint(
+    engine: &Engine,
+    stream: &str,
+    owner: &str,
+    shard: u32,
+    sequence: u128,
+) -> Result<Message, Message> {
+    let name = stream_name(stream)?;
+    engine.checkpoint(&name, owner, ShardId(shard), SequenceNumber(sequence)).await.map_err(engine_error)?;
+    Ok(Message::CheckpointAck)
+}
+
+/// Longest wait between looks at a caught-up shard: bounds the push latency that polling
+/// adds (the engine has no "new records" notification yet).
+const SUBSCRIPTION_POLL_MAX: Duration = Duration::from_millis(2);
+
+/// A push subscription: RECORDS frames with the SUBSCRIBE's id, as records become durable,
+/// never more records than the client has granted credits for.
+struct Subscription {
+    id: u64,
+    stream: String,
+    shard: u32,
+    start: ReadStart,
+    credits: u32,
+}
+
+impl Subscription {
+    async fn run(
+        mut self,
+        engine: Engine,
+        mut more: tokio::sync::mpsc::UnboundedReceiver<u32>,
+        answers: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) {
+        let failed = |error: Message| error.to_frame(self.id);
+        let name = match stream_name(&self.stream) {
+            Ok(name) => name,
+            Err(error) => {
+                let _ = answers.send(failed(error)).await;
+                return;
+            }
+        };
+        let shard = ShardId(self.shard);
+        let mut position = match self.start {
+            ReadStart::At(position) => position,
+            _ => match read(&engine, &self.stream, self.shard, self.start, 1).await {
+                // A one-record read resolves the start; begin from its first record.
+                Ok(Message::Records { records, next, .. }) => {
+                    records.first().map_or(next, |first| first.sequence)
+                }
+                Ok(_) => return,
+                Err(error) => {
+                    let _ = answers.send(failed(error)).await;
+                    return;
+                }
+            },
+        };
+        let mut idle = Duration::from_micros(200);
+        loop {
+            while let Ok(credits) = more.try_recv() {
+                self.credits = self.credits.saturating_add(credits);
+            }
+            if self.credits == 0 {
+                match more.recv().await {
+                    Some(credits) => self.credits = credits,
+                    None => return,
+                }
+                continue;
+            }
+            let limits = ReadLimits { max_records: self.credits.min(10_000) as usize, max_bytes: 4 << 20 };
+            let outcome = match engine.read(&name, shard, position, limits).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    let _ = answers.send(failed(engine_error(error))).await;
+                    return;
+                }
+            };
+            let ended = outcome.next.is_none();
+            let count = outcome.records.len();
+            if count > 0 || ended {
+                let records: Vec<RecordOut> = outcome
+                    .records
+                    .into_iter()
+                    .map(|record| RecordOut {
+                        sequence: record.sequence.0,
+                        arrival_ms: record.arrival_ms,
+                        partition_key: record.partition_key,
+                        data: record.data,
+                    })
+                    .collect();
+                let next =
+                    outcome.next.unwrap_or_else(|| records.last().map_or(position, |last| last.sequence + 1));
+                let message = Message::Records {
+                    next,
+                    ended,
+                    millis_behind_latest: outcome.millis_behind_latest,
+                    children: outcome.child_shards.iter().map(|child| child.0).collect(),
+                    records,
+                };
+                if answers.send(message.to_frame(self.id)).await.is_err() {
+                    return; // the stream is gone
+                }
+                self.credits -= count as u32;
+                position = next;
+                idle = Duration::from_micros(200);
+                if ended {
+                    return;
+                }
+                continue;
+            }
+            // Caught up: look again soon, or as soon as credits arrive.
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                credits = more.recv() => match credits {
+                    Some(credits) => self.credits = self.credits.saturating_add(credits),
+                    None => return,
+                },
+            }
+            idle = (idle * 2).min(SUBSCRIPTION_POLL_MAX);
+        }
+    }
 }
