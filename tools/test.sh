@@ -70,12 +70,23 @@ if [ -z "$endpoint" ]; then
 fi
 output=$(cargo run --quiet --locked -p millrace-bench -- kinesis --endpoint "$endpoint" \
   --data-dir "$kinesis_dir/data" --duration 2 --producers 4 --readers) || { kill "$serve_pid"; exit 1; }
-kill -TERM "$serve_pid"; wait "$serve_pid"
 printf '%s\n' "$output"
 case "$(printf '%s\n' "$output" | tail -n 1)" in
   "RESULT mb_per_s="*) echo "kinesis bench: ok" ;;
-  *) echo "kinesis bench: the last line is not a RESULT line" >&2; exit 1 ;;
+  *) kill "$serve_pid"; echo "kinesis bench: the last line is not a RESULT line" >&2; exit 1 ;;
 esac
+echo "== quic benchmark smoke run against the same server"
+quic_endpoint=$(grep -o 'QUIC listening on [0-9.:]*' "$kinesis_dir/serve.log" | sed 's/QUIC listening on //')
+output=$(cargo run --quiet --locked -p millrace-bench -- quic --endpoint "$quic_endpoint" --http-endpoint "$endpoint" \
+  --data-dir "$kinesis_dir/data" --duration 2 --producers 2 --window 64 --json "$kinesis_dir/quic.json" \
+  --plot "$kinesis_dir/quic.svg") || { kill "$serve_pid"; exit 1; }
+kill -TERM "$serve_pid"; wait "$serve_pid"
+printf '%s\n' "$output"
+case "$(printf '%s\n' "$output" | tail -n 1)" in
+  "RESULT mb_per_s="*e2e_p99_us=*) echo "quic bench: ok" ;;
+  *) echo "quic bench: the last line is not a RESULT line" >&2; exit 1 ;;
+esac
+[ -s "$kinesis_dir/quic.json" ] && [ -s "$kinesis_dir/quic.svg" ] || { echo "quic bench: no --json/--plot output" >&2; exit 1; }
 rm -rf "$kinesis_dir"
 
 if [ -n "${MILLRACE_FUZZ_SECS:-}" ]; then

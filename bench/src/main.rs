@@ -11,6 +11,7 @@
 mod engine_bench;
 mod fio;
 mod kinesis_bench;
+mod quic_bench;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum BenchCommand {
     Engine(engine_bench::EngineArgs),
     /// PutRecords/GetRecords throughput and latency of any Kinesis HTTP endpoint.
     Kinesis(kinesis_bench::KinesisArgs),
+    /// Producer throughput, ack latency and end-to-end latency over the native QUIC protocol.
+    Quic(quic_bench::QuicArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         BenchCommand::Engine(args) => engine_bench::run(&args),
         BenchCommand::Kinesis(args) => kinesis_bench::run(&args),
+        BenchCommand::Quic(args) => quic_bench::run(&args),
     }
 }

@@ -9,6 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use millrace_net::client::{Credentials, KinesisClient};
 use millrace_net::kinesis::value::{Protocol, Request, Value};
+use millrace_net::quic::client::{ClientConfig, QuicClient};
+use millrace_net::quic::consumer::{Consumer, ConsumerConfig};
+use millrace_net::quic::frame::ReadStart;
+use millrace_net::quic::producer::{Producer, ProducerConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Connection {
@@ -24,6 +28,19 @@ pub struct Connection {
     /// Send unsigned requests (for a server run with --auth none).
     #[arg(long, global = true)]
     no_sign: bool,
+    /// Use the native QUIC protocol instead of the HTTP API (put and tail).
+    #[arg(long, global = true)]
+    quic: bool,
+    /// The server's QUIC address.
+    #[arg(long, default_value = "127.0.0.1:4568", global = true)]
+    quic_endpoint: std::net::SocketAddr,
+    /// The server's QUIC certificate (DER), for a server on another machine; by default it is
+    /// read from --data-dir.
+    #[arg(long, value_name = "FILE", requires = "token", global = true)]
+    cert: Option<PathBuf>,
+    /// The QUIC client token file, with --cert.
+    #[arg(long, value_name = "FILE", requires = "cert", global = true)]
+    token: Option<PathBuf>,
 }
 
 impl Connection {
@@ -54,6 +71,25 @@ impl Connection {
             "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, point --data-dir at the server's data \
              directory, or pass --no-sign for a server run with --auth none"
         )
+    }
+
+    fn quic_config(&self) -> Result<ClientConfig> {
+        match (&self.cert, &self.token) {
+            (Some(cert), Some(token)) => Ok(ClientConfig {
+                server: self.quic_endpoint,
+                server_name: "localhost".into(),
+                trusted_cert: std::fs::read(cert)
+                    .with_context(|| format!("reading {}", cert.display()))?
+                    .into(),
+                token: std::fs::read(token).with_context(|| format!("reading {}", token.display()))?,
+            }),
+            _ => ClientConfig::from_data_dir(self.quic_endpoint, &self.data_dir).with_context(|| {
+                format!(
+                    "reading the QUIC certificate and token from {} (or pass --cert FILE --token FILE)",
+                    self.data_dir.display()
+                )
+            }),
+        }
     }
 
     fn client(&self) -> Result<KinesisClient> {
@@ -211,7 +247,76 @@ pub fn stream(connection: &Connection, command: StreamCommand) -> Result<()> {
     })
 }
 
+fn read_records(data: Vec<String>) -> Box<dyn Iterator<Item = Result<Vec<u8>>>> {
+    if data.is_empty() {
+        Box::new(std::io::stdin().lock().lines().map(|line| Ok(line?.into_bytes())))
+    } else {
+        Box::new(data.into_iter().map(|data| Ok(data.into_bytes())))
+    }
+}
+
+/// `put --quic`: through the producer SDK, every record queued in order, then all awaited.
+fn put_quic(connection: &Connection, args: PutArgs) -> Result<()> {
+    let config = connection.quic_config()?;
+    let seed = millrace_core::runtime::now_ms();
+    runtime()?.block_on(async {
+        let client = QuicClient::connect(&config).await?;
+        let producer = Producer::new(client.channel().await?, ProducerConfig::default());
+        let mut acks = Vec::new();
+        for (index, data) in read_records(args.data).enumerate() {
+            let key = args.partition_key.clone().unwrap_or_else(|| format!("millrace-put-{seed}-{index}"));
+            acks.push(producer.queue(&args.stream, &key, data?).await?);
+        }
+        for ack in acks {
+            println!("{}", ack.await?);
+        }
+        client.close();
+        Ok(())
+    })
+}
+
+/// `tail --quic`: a push subscription to every shard; with --no-follow it stops once no
+/// record has come for half a second.
+fn tail_quic(connection: &Connection, args: TailArgs, start: ReadStart) -> Result<()> {
+    let config = connection.quic_config()?;
+    runtime()?.block_on(async {
+        let client = std::sync::Arc::new(QuicClient::connect(&config).await?);
+        let mut consumer =
+            Consumer::subscribe(client, &args.stream, start, ConsumerConfig::default()).await?;
+        let stdout = std::io::stdout();
+        loop {
+            let next = if args.no_follow {
+                match tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                consumer.next().await
+            };
+            let Some(records) = next else { return Ok(()) };
+            let mut out = stdout.lock();
+            for record in records? {
+                if args.verbose {
+                    write!(
+                        out,
+                        "shardId-{:012} {} {}: ",
+                        record.shard, record.sequence, record.partition_key
+                    )?;
+                }
+                out.write_all(&record.data)?;
+                if !record.data.ends_with(b"\n") {
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.flush()?;
+        }
+    })
+}
+
 pub fn put(connection: &Connection, args: PutArgs) -> Result<()> {
+    if connection.quic {
+        return put_quic(connection, args);
+    }
     let mut client = connection.client()?;
     let records: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if args.data.is_empty() {
         Box::new(std::io::stdin().lock().lines().map(|line| Ok(line?.into_bytes())))
@@ -261,6 +366,18 @@ struct Reader {
 }
 
 pub fn tail(connection: &Connection, args: TailArgs) -> Result<()> {
+    if connection.quic {
+        let start = match args.from.as_str() {
+            "latest" => ReadStart::Latest,
+            "trim-horizon" => ReadStart::TrimHorizon,
+            seconds => ReadStart::AtTimestamp(
+                (seconds.parse::<f64>().with_context(|| {
+                    format!("--from {seconds}: expected latest, trim-horizon or seconds since the epoch")
+                })? * 1000.0) as i64,
+            ),
+        };
+        return tail_quic(connection, args, start);
+    }
     let mut client = connection.client()?;
     let (iterator_type, timestamp) = match args.from.as_str() {
         "latest" => ("LATEST", None),

@@ -426,6 +426,11 @@ impl Message {
 
     pub fn encode_payload(&self) -> Vec<u8> {
         let mut out = Writer(Vec::new());
+        self.write_payload(&mut out);
+        out.0
+    }
+
+    fn write_payload(&self, out: &mut Writer) {
         match self {
             Message::Hello { version, token, client } => {
                 out.u16(*version);
@@ -525,7 +530,6 @@ impl Message {
                 }
             }
         }
-        out.0
     }
 
     /// Decodes a payload whose frame passed its checks.
@@ -640,10 +644,27 @@ impl Message {
 
     /// The whole frame of this message.
     pub fn to_frame(&self, request_id: u64) -> Vec<u8> {
-        let payload = self.encode_payload();
-        let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
-        encode_frame(&mut out, self.kind(), request_id, &payload);
-        out
+        // The payload is written after room for the header, which is filled in last: one
+        // buffer, no copy of the (possibly megabytes of) payload.
+        let mut out = Writer(vec![0u8; HEADER_BYTES]);
+        self.write_payload(&mut out);
+        let mut frame = out.0;
+        let length = u32::try_from(frame.len() - HEADER_BYTES).expect("payload over 4 GiB");
+        assert!(length <= PAYLOAD_BYTES_MAX, "payload above the protocol's limit");
+        let mut header = FrameHeader {
+            magic: MAGIC.into(),
+            version: VERSION,
+            kind: self.kind(),
+            flags: 0.into(),
+            length: length.into(),
+            crc32c: 0.into(),
+            request_id: request_id.into(),
+            reserved: 0.into(),
+        };
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header.as_bytes()[16..32]), &frame[HEADER_BYTES..]);
+        header.crc32c = crc.into();
+        frame[..HEADER_BYTES].copy_from_slice(header.as_bytes());
+        frame
     }
 }
 

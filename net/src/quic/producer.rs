@@ -235,7 +235,10 @@ async fn shard_sender(
 
 async fn send_batch(channel: &Channel, items: Vec<Item>, attempts_max: u32) {
     let stream = items[0].stream.to_string();
-    let records: Vec<PutRecord> = items.iter().map(|item| item.record.clone()).collect();
+    // The records move into the request (kept for retries); the items keep their replies and
+    // their memory permits until the answer.
+    let (records, items): (Vec<PutRecord>, Vec<(Option<Reply>, OwnedSemaphorePermit)>) =
+        items.into_iter().map(|item| (item.record, (item.reply, item._permit))).unzip();
     let request = Message::Put { stream, records };
     let mut attempt = 0;
     let outcome = loop {
@@ -257,15 +260,15 @@ async fn send_batch(channel: &Channel, items: Vec<Item>, attempts_max: u32) {
     };
     match outcome {
         Ok(acks) => {
-            for (item, (_, sequence)) in items.into_iter().zip(acks) {
-                if let Some(reply) = item.reply {
+            for ((reply, _permit), (_, sequence)) in items.into_iter().zip(acks) {
+                if let Some(reply) = reply {
                     let _ = reply.send(Ok(SequenceNumber(sequence)));
                 }
             }
         }
         Err(error) => {
-            for item in items {
-                if let Some(reply) = item.reply {
+            for (reply, _permit) in items {
+                if let Some(reply) = reply {
                     let _ = reply.send(Err(error.clone()));
                 }
             }

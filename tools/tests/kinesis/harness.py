@@ -40,11 +40,16 @@ class Server:
         ] + self.extra_args
         self.process = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
         address = None
+        self.quic_address = None
         for line in self.process.stderr:
             self.log.append(line)
             found = re.search(r"Kinesis API listening on http://([0-9.:]+)", line)
             if found:
                 address = found.group(1)
+            found = re.search(r"QUIC listening on ([0-9.:]+);", line)
+            if found:
+                self.quic_address = found.group(1)
+            if "stop with Ctrl-C" in line:
                 break
         if address is None:
             raise RuntimeError("millrace did not start:\n" + "".join(self.log))
