@@ -24,6 +24,18 @@ pub const FORMAT_VERSION: u16 = 1;
 
 /// Flag of a batch frame whose body is sealed (see [`crate::crypto`]).
 pub const FLAG_ENCRYPTED: u16 = 1;
+/// Flag of a batch frame stamped by an idempotent producer: `reserved0` holds the batch
+/// number and `reserved1` the producer id (see [`ProducerStamp`]).
+pub const FLAG_PRODUCER: u16 = 2;
+const FLAGS_KNOWN: u16 = FLAG_ENCRYPTED | FLAG_PRODUCER;
+
+/// Who sent a batch, for idempotence: a retried batch carries the same stamp and is stored
+/// once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerStamp {
+    pub producer_id: u64,
+    pub batch: u32,
+}
 
 /// Largest body a frame may carry (a 10 MiB record plus its batch overhead, with room).
 pub const FRAME_BODY_BYTES_MAX: u32 = 64 << 20;
@@ -34,16 +46,17 @@ pub const FRAME_BODY_BYTES_MAX: u32 = 64 << 20;
 /// offset size field
 ///  0      4   magic            "MRB1"
 ///  4      2   version          1
-///  6      2   flags            bit 0: the body is sealed (FLAG_ENCRYPTED); others 0
+///  6      2   flags            bit 0: the body is sealed (FLAG_ENCRYPTED); bit 1: stamped by
+///                             an idempotent producer (FLAG_PRODUCER); others 0
 ///  8      4   crc32c           CRC32C of header bytes 12..64, then the body, then the
 ///                             flags if they are not zero
 /// 12      4   body_len         bytes of body that follow the header (padding excluded)
 /// 16     16   base_sequence    sequence number of the first record
 /// 32      4   record_count     number of records, >= 1
-/// 36      4   reserved0        0
+/// 36      4   reserved0        0, or the producer's batch number with FLAG_PRODUCER
 /// 40      8   first_arrival_ms arrival time of the first record (ms since the epoch)
 /// 48      8   last_arrival_ms  arrival time of the last record
-/// 56      8   reserved1        0
+/// 56      8   reserved1        0, or the producer id with FLAG_PRODUCER
 /// 64          body (body_len bytes), then zero padding to a multiple of 16
 /// ```
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -185,7 +198,19 @@ pub fn encode_frame(out: &mut Vec<u8>, meta: FrameMeta, body: &[u8]) {
 
 /// [`encode_frame`] with header flags ([`FLAG_ENCRYPTED`]).
 pub fn encode_frame_with_flags(out: &mut Vec<u8>, meta: FrameMeta, flags: u16, body: &[u8]) {
+    encode_frame_stamped(out, meta, flags, None, body)
+}
+
+/// [`encode_frame_with_flags`], stamped by an idempotent producer when `stamp` is given.
+pub fn encode_frame_stamped(
+    out: &mut Vec<u8>,
+    meta: FrameMeta,
+    flags: u16,
+    stamp: Option<ProducerStamp>,
+    body: &[u8],
+) {
     assert!(flags & !FLAG_ENCRYPTED == 0, "unknown frame flags");
+    let flags = if stamp.is_some() { flags | FLAG_PRODUCER } else { flags };
     assert!(meta.record_count >= 1);
     let body_len = u32::try_from(body.len()).expect("frame body over 4 GiB");
     assert!(body_len <= FRAME_BODY_BYTES_MAX);
@@ -197,10 +222,10 @@ pub fn encode_frame_with_flags(out: &mut Vec<u8>, meta: FrameMeta, flags: u16, b
         body_len: body_len.into(),
         base_sequence: meta.base_sequence.into(),
         record_count: meta.record_count.into(),
-        reserved0: 0.into(),
+        reserved0: stamp.map_or(0, |stamp| stamp.batch).into(),
         first_arrival_ms: meta.first_arrival_ms.into(),
         last_arrival_ms: meta.last_arrival_ms.into(),
-        reserved1: 0.into(),
+        reserved1: stamp.map_or(0, |stamp| stamp.producer_id).into(),
     };
     header.crc32c = frame_crc(&header, body).into();
     out.extend_from_slice(header.as_bytes());
@@ -223,8 +248,10 @@ fn frame_crc(header: &BatchHeader, body: &[u8]) -> u32 {
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
     pub meta: FrameMeta,
-    /// Header flags: [`FLAG_ENCRYPTED`] or 0.
+    /// Header flags: [`FLAG_ENCRYPTED`], [`FLAG_PRODUCER`].
     pub flags: u16,
+    /// The idempotent producer's stamp, with [`FLAG_PRODUCER`].
+    pub producer: Option<ProducerStamp>,
     pub body: &'a [u8],
     /// Bytes the frame occupies, padding included: the next frame starts this far on.
     pub len: usize,
@@ -261,9 +288,9 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     if computed != header.crc32c.get() {
         return Err(FrameError::BadCrc { stored: header.crc32c.get(), computed });
     }
-    if header.flags.get() & !FLAG_ENCRYPTED != 0
-        || header.reserved0.get() != 0
-        || header.reserved1.get() != 0
+    let stamped = header.flags.get() & FLAG_PRODUCER != 0;
+    if header.flags.get() & !FLAGS_KNOWN != 0
+        || (!stamped && (header.reserved0.get() != 0 || header.reserved1.get() != 0))
         || bytes[body_end..len].iter().any(|&b| b != 0)
     {
         return Err(FrameError::NonZeroReserved);
@@ -279,7 +306,9 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         first_arrival_ms: header.first_arrival_ms.get(),
         last_arrival_ms: header.last_arrival_ms.get(),
     };
-    Ok(Frame { meta, flags: header.flags.get(), body, len })
+    let producer =
+        stamped.then(|| ProducerStamp { producer_id: header.reserved1.get(), batch: header.reserved0.get() });
+    Ok(Frame { meta, flags: header.flags.get(), producer, body, len })
 }
 
 /// What a sealed body is bound to: its frame's place in the log.
@@ -477,6 +506,20 @@ mod tests {
     }
 
     #[test]
+    fn producer_stamps_round_trip_and_are_covered_by_the_crc() {
+        let stamp = ProducerStamp { producer_id: 0xfeed_beef, batch: 42 };
+        let mut bytes = Vec::new();
+        encode_frame_stamped(&mut bytes, meta(7, 1), FLAG_ENCRYPTED, Some(stamp), b"body");
+        let frame = decode_frame(&bytes).unwrap();
+        assert_eq!((frame.flags, frame.producer), (FLAG_ENCRYPTED | FLAG_PRODUCER, Some(stamp)));
+        bytes[36] ^= 1; // another batch number
+        assert!(matches!(decode_frame(&bytes), Err(FrameError::BadCrc { .. })));
+        let mut plain = Vec::new();
+        encode_frame(&mut plain, meta(7, 1), b"body");
+        assert_eq!(decode_frame(&plain).unwrap().producer, None);
+    }
+
+    #[test]
     fn the_encrypted_flag_round_trips_and_is_covered_by_the_crc() {
         let mut bytes = Vec::new();
         encode_frame_with_flags(&mut bytes, meta(7, 1), FLAG_ENCRYPTED, b"sealed");
@@ -485,7 +528,7 @@ mod tests {
         assert!(matches!(decode_frame(&bytes), Err(FrameError::BadCrc { .. })));
         let mut plain = Vec::new();
         encode_frame(&mut plain, meta(7, 1), b"clear");
-        plain[6] = 2; // an unknown flag
+        plain[6] = 4; // an unknown flag
         assert!(decode_frame(&plain).is_err());
     }
 

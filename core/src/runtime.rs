@@ -26,7 +26,8 @@ use crate::catalog::{self, CatalogError, StreamMeta, StreamMode};
 use crate::crypto::Keyring;
 use crate::dma::DmaStorage;
 use crate::engine::{self, Controller, EngineError, ShardHosts, ShardKey};
-use crate::shard_log::{self, LogConfig, ReadLimits, ShardLog, StartPosition};
+use crate::format::ProducerStamp;
+use crate::shard_log::{self, LogConfig, ReadLimits, ShardLog, StampedBatch, StartPosition};
 use crate::types::{HashKey, Record, SequenceNumber, ShardId, StoredRecord, StreamName};
 
 /// Start-up settings. Everything has a default that works on a laptop.
@@ -108,18 +109,25 @@ pub fn now_ms() -> i64 {
 
 type Reply<T> = flume::Sender<Result<T, EngineError>>;
 
-/// Records of one append, with the key id to seal them under (encryption at rest).
-type SealedBatch = (Vec<Record>, Option<Arc<str>>);
+/// An append waiting in a shard's group commit.
+struct PendingAppend {
+    records: Vec<Record>,
+    key_id: Option<Arc<str>>,
+    producer: Option<ProducerStamp>,
+    reply: AppendReply,
+}
 
 /// The answer to an append: the first sequence number, or the error; records come back
 /// when the shard had closed, so that the caller can re-route them without having kept a copy.
 type AppendReply = flume::Sender<Result<u128, (EngineError, Option<Vec<Record>>)>>;
 
 enum ShardMsg {
-    /// Records to store, sealed under the key id when there is one.
+    /// Records to store, sealed under the key id when there is one, stamped by an idempotent
+    /// producer when there is a stamp.
     Append {
         records: Vec<Record>,
         key_id: Option<Arc<str>>,
+        producer: Option<ProducerStamp>,
         reply: AppendReply,
     },
     Read {
@@ -430,6 +438,18 @@ impl Engine {
         name: &StreamName,
         records: Vec<Record>,
     ) -> Result<Vec<Result<Appended, EngineError>>, EngineError> {
+        self.append_stamped(name, records, None).await
+    }
+
+    /// [`Engine::append_each`] for an idempotent producer: a batch sent again with the same
+    /// stamp (after a lost acknowledgement) is not stored again; it gets the sequence numbers
+    /// it was stored under. Stamps must grow by one per batch and shard, one batch at a time.
+    pub async fn append_stamped(
+        &self,
+        name: &StreamName,
+        records: Vec<Record>,
+        producer: Option<ProducerStamp>,
+    ) -> Result<Vec<Result<Appended, EngineError>>, EngineError> {
         let total = records.len();
         let mut results: Vec<Option<Result<Appended, EngineError>>> = vec![None; total];
         let mut pending: Vec<(usize, Record)> = records.into_iter().enumerate().collect();
@@ -480,7 +500,7 @@ impl Engine {
                 };
                 let (reply, rx) = flume::bounded(1);
                 let key_id = key_id.clone();
-                if sender.send_async(ShardMsg::Append { records, key_id, reply }).await.is_err() {
+                if sender.send_async(ShardMsg::Append { records, key_id, producer, reply }).await.is_err() {
                     fail(&mut results, &positions, &EngineError::ShuttingDown);
                     continue;
                 }
@@ -794,7 +814,7 @@ async fn shard_task(
     let mut closed = false;
     log.set_keyring(config.keyring.clone());
     while let Ok(first) = recv_or_tick(&inbox, config.heartbeat_interval).await {
-        let mut appends: Vec<(Vec<Record>, Option<Arc<str>>, AppendReply)> = Vec::new();
+        let mut appends: Vec<PendingAppend> = Vec::new();
         let mut others = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
@@ -803,7 +823,9 @@ async fn shard_task(
             let ends_group =
                 matches!(message, ShardMsg::Close { .. } | ShardMsg::Remove { .. } | ShardMsg::Stop { .. });
             match message {
-                ShardMsg::Append { records, key_id, reply } => appends.push((records, key_id, reply)),
+                ShardMsg::Append { records, key_id, producer, reply } => {
+                    appends.push(PendingAppend { records, key_id, producer, reply })
+                }
                 other => others.push(other),
             }
             if !ends_group && appends.len() < config.group_max_batches {
@@ -876,28 +898,65 @@ async fn shard_task(
 async fn commit_group(
     key: ShardKey,
     log: &mut ShardLog<DmaStorage>,
-    appends: Vec<(Vec<Record>, Option<Arc<str>>, AppendReply)>,
+    appends: Vec<PendingAppend>,
     closed: bool,
 ) {
     if closed {
         // Hand the records back: the engine handle re-routes them to the children.
-        for (records, _, reply) in appends {
+        for append in appends {
             let error = EngineError::ShardClosed { stream: log.dir().to_owned(), shard: key.shard };
-            let _ = reply.send(Err((error, Some(records))));
+            let _ = append.reply.send(Err((error, Some(append.records))));
         }
         return;
     }
-    let (batches, replies): (Vec<SealedBatch>, Vec<AppendReply>) =
-        appends.into_iter().map(|(records, key_id, reply)| ((records, key_id), reply)).unzip();
-    match log.append_group_sealed(batches, now_ms()).await {
+    // Retries of stamped batches are answered from what is stored (or from the batch they
+    // repeat in this same group) and not stored again.
+    let mut batches: Vec<StampedBatch> = Vec::with_capacity(appends.len());
+    let mut replies: Vec<Vec<AppendReply>> = Vec::with_capacity(appends.len());
+    for append in appends {
+        if let Some(stamp) = append.producer {
+            if let Some((last, base)) = log.producer_last(stamp.producer_id) {
+                if stamp.batch == last {
+                    let _ = append.reply.send(Ok(base));
+                    continue;
+                }
+                if stamp.batch < last {
+                    let error = EngineError::InvalidArgument {
+                        what: format!(
+                            "batch {} of producer {:#x} is older than its last stored batch {last}",
+                            stamp.batch, stamp.producer_id
+                        ),
+                    };
+                    let _ = append.reply.send(Err((error, None)));
+                    continue;
+                }
+            }
+            if let Some(index) = batches.iter().position(|batch| batch.producer == Some(stamp)) {
+                replies[index].push(append.reply);
+                continue;
+            }
+        }
+        batches.push(StampedBatch {
+            records: append.records,
+            key_id: append.key_id,
+            producer: append.producer,
+        });
+        replies.push(vec![append.reply]);
+    }
+    if batches.is_empty() {
+        return;
+    }
+    match log.append_group_stamped(batches, now_ms()).await {
         Ok(bases) => {
-            for (reply, base) in replies.into_iter().zip(bases) {
-                let _ = reply.send(Ok(base));
+            for (waiting, base) in replies.into_iter().zip(bases) {
+                for reply in waiting {
+                    let _ = reply.send(Ok(base));
+                }
             }
         }
         Err(error) => {
             let error = EngineError::from(error);
-            for reply in replies {
+            for reply in replies.into_iter().flatten() {
                 let _ = reply.send(Err((error.clone(), None)));
             }
         }

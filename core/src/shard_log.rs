@@ -3,10 +3,11 @@
 //! Single-owner: one task holds a `ShardLog` and serves every request for it in turn.
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::crypto::{CryptoError, Keyring};
+use crate::format::ProducerStamp;
 use crate::format::{self, BatchBody, BodyRecord, FrameMeta};
 use crate::segment::{self, parse_segment_file_name, ScanError, Segment};
 use crate::storage::{IoError, Storage};
@@ -91,7 +92,22 @@ pub struct ShardLog<S: Storage> {
     frame_buf: Vec<u8>,
     /// Opens sealed frames and seals new ones; absent when no key is configured.
     keyring: Option<Arc<Keyring>>,
+    /// Each idempotent producer's last stored batch: its number and first sequence number.
+    producers: HashMap<u64, (u32, u128)>,
 }
+
+/// A batch to append: its records, the key id that seals it, the producer stamp that makes
+/// a retry of it recognisable.
+#[derive(Debug, Clone)]
+pub struct StampedBatch {
+    pub records: Vec<Record>,
+    pub key_id: Option<Arc<str>>,
+    pub producer: Option<ProducerStamp>,
+}
+
+/// Segments (newest first, with records) scanned at open for producer stamps. A producer
+/// retries only its last unacknowledged batches, which are in the newest segments.
+const PRODUCER_SCAN_SEGMENTS: usize = 2;
 
 impl<S: Storage + Clone> ShardLog<S> {
     /// Opens (recovering every segment) or creates the log in `dir`. Sequence numbers of
@@ -137,6 +153,25 @@ impl<S: Storage + Clone> ShardLog<S> {
             // could still vanish in a power cut after readers saw what it protects.
             storage.sync_dir(dir).await.map_err(io)?;
         }
+        // Idempotent producers' last batches, from the newest segments that hold records.
+        let mut producers: HashMap<u64, (u32, u128)> = HashMap::new();
+        let recent: Vec<&Segment<S::File>> = segments
+            .iter()
+            .rev()
+            .filter(|segment| segment.stats.records > 0)
+            .take(PRODUCER_SCAN_SEGMENTS)
+            .collect();
+        for segment in recent.into_iter().rev() {
+            segment
+                .scan(0, |_, frame| {
+                    if let Some(stamp) = frame.producer {
+                        producers.insert(stamp.producer_id, (stamp.batch, frame.meta.base_sequence));
+                    }
+                    Ok(true)
+                })
+                .await
+                .map_err(|source| LogError::Scan { dir: dir.to_owned(), source })?;
+        }
         Ok(ShardLog {
             storage: storage.clone(),
             dir: dir.to_owned(),
@@ -149,6 +184,7 @@ impl<S: Storage + Clone> ShardLog<S> {
             closed: false,
             frame_buf: Vec::new(),
             keyring: None,
+            producers,
         })
     }
 
@@ -239,7 +275,26 @@ impl<S: Storage + Clone> ShardLog<S> {
         batches: Vec<(Vec<Record>, Option<Arc<str>>)>,
         now_ms: i64,
     ) -> Result<Vec<u128>, LogError> {
-        if batches.iter().any(|(_, key_id)| key_id.is_some()) && self.keyring.is_none() {
+        let batches = batches
+            .into_iter()
+            .map(|(records, key_id)| StampedBatch { records, key_id, producer: None })
+            .collect();
+        self.append_group_stamped(batches, now_ms).await
+    }
+
+    /// The last batch of an idempotent producer stored in this shard: its number and base.
+    pub fn producer_last(&self, producer_id: u64) -> Option<(u32, u128)> {
+        self.producers.get(&producer_id).copied()
+    }
+
+    /// [`ShardLog::append_group_sealed`] with producer stamps. Stamps are recorded, not
+    /// checked: the caller answers retries (see [`ShardLog::producer_last`]) before appending.
+    pub async fn append_group_stamped(
+        &mut self,
+        batches: Vec<StampedBatch>,
+        now_ms: i64,
+    ) -> Result<Vec<u128>, LogError> {
+        if batches.iter().any(|batch| batch.key_id.is_some()) && self.keyring.is_none() {
             return Err(LogError::Crypto { dir: self.dir.clone(), source: CryptoError::NoKeyring });
         }
         if let Some(cause) = &self.poisoned {
@@ -254,8 +309,12 @@ impl<S: Storage + Clone> ShardLog<S> {
         frames.clear();
         let mut metas = Vec::with_capacity(batches.len());
         let mut sequence = self.next_sequence;
-        for (batch, key_id) in batches {
+        let mut stamps = Vec::new();
+        for StampedBatch { records: batch, key_id, producer } in batches {
             assert!(!batch.is_empty(), "empty batch");
+            if let Some(stamp) = producer {
+                stamps.push((stamp, sequence));
+            }
             let count = u32::try_from(batch.len()).expect("batch of over 4G records");
             let body = BatchBody {
                 records: batch
@@ -278,9 +337,15 @@ impl<S: Storage + Clone> ShardLog<S> {
                     let sealed = keyring
                         .seal(key_id, &encoded, &format::sealing_context(&meta))
                         .map_err(|source| LogError::Crypto { dir: self.dir.clone(), source })?;
-                    format::encode_frame_with_flags(&mut frames, meta, format::FLAG_ENCRYPTED, &sealed);
+                    format::encode_frame_stamped(
+                        &mut frames,
+                        meta,
+                        format::FLAG_ENCRYPTED,
+                        producer,
+                        &sealed,
+                    );
                 }
-                _ => format::encode_frame(&mut frames, meta, &encoded),
+                _ => format::encode_frame_stamped(&mut frames, meta, 0, producer, &encoded),
             }
             bases.push(sequence);
             metas.push(meta);
@@ -293,6 +358,9 @@ impl<S: Storage + Clone> ShardLog<S> {
         match result {
             Ok(()) => {
                 self.last_arrival_ms = arrival_ms;
+                for (stamp, base) in stamps {
+                    self.producers.insert(stamp.producer_id, (stamp.batch, base));
+                }
                 Ok(bases)
             }
             Err(source) => {

@@ -187,3 +187,45 @@ fn concurrent_producers_get_group_commits() {
     engine.shutdown();
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn a_retried_stamped_batch_is_stored_once_across_restarts() {
+    use millrace_core::format::ProducerStamp;
+    let dir = data_dir("idempotent");
+    let name: StreamName = "once".parse().unwrap();
+    let batch = |tag: u8| (0..5).map(|index| record("same-key", vec![tag, index])).collect::<Vec<_>>();
+    let sequences = |answer: Vec<Result<millrace_core::runtime::Appended, EngineError>>| {
+        answer.into_iter().map(|appended| appended.unwrap().sequence).collect::<Vec<_>>()
+    };
+    let stamp = |batch| Some(ProducerStamp { producer_id: 0xabc, batch });
+    let first = {
+        let engine = Engine::start(config(&dir)).unwrap();
+        block_on(engine.create_stream(&name, 1, StreamMode::Provisioned)).unwrap();
+        let first = sequences(block_on(engine.append_stamped(&name, batch(1), stamp(1))).unwrap());
+        // The acknowledgement was lost; the producer sends the same batch again.
+        let again = sequences(block_on(engine.append_stamped(&name, batch(1), stamp(1))).unwrap());
+        assert_eq!(again, first, "a retry gets the sequence numbers of the stored batch");
+        // Two copies of a new batch in flight at once: stored once, both answered.
+        let (left, right) = block_on(futures_lite::future::zip(
+            engine.append_stamped(&name, batch(2), stamp(2)),
+            engine.append_stamped(&name, batch(2), stamp(2)),
+        ));
+        assert_eq!(sequences(left.unwrap()), sequences(right.unwrap()));
+        // An older batch than the last stored is refused.
+        let stale = block_on(engine.append_stamped(&name, batch(1), stamp(1))).unwrap();
+        assert!(matches!(stale[0], Err(EngineError::InvalidArgument { .. })), "{stale:?}");
+        engine.shutdown();
+        first
+    };
+    let engine = Engine::start(config(&dir)).unwrap();
+    // After a restart the stamps are known again: the retry of batch 2 is not stored again.
+    let retried = sequences(block_on(engine.append_stamped(&name, batch(2), stamp(2))).unwrap());
+    let third = sequences(block_on(engine.append_stamped(&name, batch(3), stamp(3))).unwrap());
+    let stored = block_on(read_shard(&engine, &name, ShardId(0)));
+    let tags: Vec<u8> = stored.iter().map(|(_, data)| data[0]).collect();
+    assert_eq!(tags, [[1u8; 5], [2; 5], [3; 5]].concat(), "each batch once, in order");
+    assert_eq!(stored[..5].iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>(), first);
+    assert_eq!(stored[5..10].iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>(), retried);
+    assert_eq!(stored[10..].iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>(), third);
+    engine.shutdown();
+}

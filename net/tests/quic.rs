@@ -308,3 +308,86 @@ fn consumer_gets_pushed_records_in_order_and_follows_a_split() {
         assert_eq!(stored.map(|sequence| sequence.0), Some(last));
     });
 }
+
+#[test]
+fn an_idempotent_producer_survives_a_server_restart_without_loss_or_duplicates() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quic-restart");
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let start = |dir: &std::path::Path, listen: std::net::SocketAddr| {
+        let mut config = EngineConfig::new(dir);
+        config.cores = 2;
+        config.log = LogConfig { segment_bytes: 4 << 20, prealloc_bytes: 4 << 20 };
+        let engine = Engine::start(config).unwrap();
+        let (cert_chain, key, _) = millrace_net::quic::identity(dir).unwrap();
+        let (token, _) = millrace_net::quic::token(dir).unwrap();
+        let _entered = runtime.enter();
+        // The old endpoint may hold the port for a moment after it closed.
+        for _ in 0..50 {
+            let config = QuicConfig {
+                listen,
+                cert_chain: cert_chain.clone(),
+                key: key.clone_key(),
+                token: token.clone(),
+            };
+            if let Ok(server) = QuicServer::start(engine.clone(), config) {
+                return (engine, server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("cannot listen on {listen} again");
+    };
+    let (engine, server) = start(&dir, "127.0.0.1:0".parse().unwrap());
+    let address = server.local_addr().unwrap();
+    let name: StreamName = "restarted".parse().unwrap();
+    runtime.block_on(engine.create_stream(&name, 2, StreamMode::Provisioned)).unwrap();
+    let client = ClientConfig::from_data_dir(address, &dir).unwrap();
+    let config = ProducerConfig { idempotent: true, ..ProducerConfig::default() };
+    let producer = runtime.block_on(Producer::connect(client.clone(), config)).unwrap();
+    let sending = runtime.spawn(async move {
+        let mut acks = Vec::new();
+        for index in 0..3000u32 {
+            acks.push(
+                producer
+                    .queue("restarted", &format!("k{}", index % 10), index.to_le_bytes().to_vec())
+                    .await
+                    .unwrap(),
+            );
+            if index % 100 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        let mut sequences = Vec::new();
+        for ack in acks {
+            sequences.push(ack.await);
+        }
+        sequences
+    });
+    // Restart the server in the middle of the stream of records.
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    server.shutdown();
+    drop(server);
+    engine.shutdown();
+    let (engine, _server) = start(&dir, address);
+    let sequences: Vec<u128> = runtime
+        .block_on(sending)
+        .unwrap()
+        .into_iter()
+        .map(|ack| ack.expect("every record is acknowledged in the end").0)
+        .collect();
+    // Every acknowledged record is stored once, under its acknowledged sequence number.
+    let stored = runtime.block_on(async {
+        let client = QuicClient::connect(&client).await.unwrap();
+        read_all(&client, "restarted").await
+    });
+    let by_sequence: BTreeMap<u128, u32> = stored
+        .values()
+        .flatten()
+        .map(|(sequence, _, data)| (*sequence, u32::from_le_bytes(data[..4].try_into().unwrap())))
+        .collect();
+    assert_eq!(by_sequence.len(), 3000, "no duplicates, no losses");
+    for (index, sequence) in sequences.iter().enumerate() {
+        assert_eq!(by_sequence.get(sequence), Some(&(index as u32)), "record {index}");
+    }
+    engine.shutdown();
+}

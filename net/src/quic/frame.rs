@@ -203,6 +203,7 @@ pub mod kind {
     pub const CREDIT: u8 = 11;
     pub const CHECKPOINT: u8 = 12;
     pub const CHECKPOINT_ACK: u8 = 13;
+    pub const PUT_STAMPED: u8 = 14;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +303,13 @@ pub enum Message {
         sequence: u128,
     },
     CheckpointAck,
+    /// A PUT from an idempotent producer: sent again with the same stamp, it is stored once.
+    PutStamped {
+        producer_id: u64,
+        batch: u32,
+        stream: String,
+        records: Vec<PutRecord>,
+    },
 }
 
 struct Writer(Vec<u8>);
@@ -417,6 +425,7 @@ impl Message {
             Message::Credit { .. } => kind::CREDIT,
             Message::Checkpoint { .. } => kind::CHECKPOINT,
             Message::CheckpointAck => kind::CHECKPOINT_ACK,
+            Message::PutStamped { .. } => kind::PUT_STAMPED,
         }
     }
 
@@ -442,21 +451,12 @@ impl Message {
                 out.u16(*version);
                 out.u32(*payload_bytes_max);
             }
-            Message::Put { stream, records } => {
-                out.name(stream);
-                out.u32(records.len() as u32);
-                for record in records {
-                    out.text(&record.partition_key);
-                    match record.explicit_hash_key {
-                        Some(key) => {
-                            out.u8(1);
-                            out.u128(key);
-                        }
-                        None => out.u8(0),
-                    }
-                    out.blob(&record.data);
-                }
+            Message::PutStamped { producer_id, batch, stream, records } => {
+                out.0.extend_from_slice(&producer_id.to_le_bytes());
+                out.u32(*batch);
+                write_put(out, stream, records);
             }
+            Message::Put { stream, records } => write_put(out, stream, records),
             Message::PutAck { acks } => {
                 out.u32(acks.len() as u32);
                 for (shard, sequence) in acks {
@@ -544,20 +544,14 @@ impl Message {
             }
             kind::WELCOME => Message::Welcome { version: input.u16()?, payload_bytes_max: input.u32()? },
             kind::PUT => {
-                let stream = input.name()?;
-                // Smallest record: key length, flag, data length.
-                let count = input.count(2 + 1 + 4)?;
-                let mut records = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let partition_key = input.text()?;
-                    let explicit_hash_key = match input.u8()? {
-                        0 => None,
-                        1 => Some(input.u128()?),
-                        _ => return Err(input.bad("explicit hash key flag is not 0 or 1")),
-                    };
-                    records.push(PutRecord { partition_key, explicit_hash_key, data: input.blob()? });
-                }
+                let (stream, records) = read_put(&mut input)?;
                 Message::Put { stream, records }
+            }
+            kind::PUT_STAMPED => {
+                let producer_id = u64::from_le_bytes(input.take(8)?.try_into().expect("8 bytes"));
+                let batch = input.u32()?;
+                let (stream, records) = read_put(&mut input)?;
+                Message::PutStamped { producer_id, batch, stream, records }
             }
             kind::PUT_ACK => {
                 let count = input.count(20)?;
@@ -666,6 +660,39 @@ impl Message {
         frame[..HEADER_BYTES].copy_from_slice(header.as_bytes());
         frame
     }
+}
+
+fn write_put(out: &mut Writer, stream: &str, records: &[PutRecord]) {
+    out.name(stream);
+    out.u32(records.len() as u32);
+    for record in records {
+        out.text(&record.partition_key);
+        match record.explicit_hash_key {
+            Some(key) => {
+                out.u8(1);
+                out.u128(key);
+            }
+            None => out.u8(0),
+        }
+        out.blob(&record.data);
+    }
+}
+
+fn read_put(input: &mut Reader<'_>) -> Result<(String, Vec<PutRecord>), FrameError> {
+    let stream = input.name()?;
+    // Smallest record: key length, flag, data length.
+    let count = input.count(2 + 1 + 4)?;
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let partition_key = input.text()?;
+        let explicit_hash_key = match input.u8()? {
+            0 => None,
+            1 => Some(input.u128()?),
+            _ => return Err(input.bad("explicit hash key flag is not 0 or 1")),
+        };
+        records.push(PutRecord { partition_key, explicit_hash_key, data: input.blob()? });
+    }
+    Ok((stream, records))
 }
 
 fn start_fields(start: ReadStart) -> (u8, u128) {
@@ -788,6 +815,9 @@ mod tests {
                 |(stream, owner, shard, sequence)| Message::Checkpoint { stream, owner, shard, sequence }
             ),
             Just(Message::CheckpointAck),
+            (any::<u64>(), any::<u32>(), "[a-z]{1,12}").prop_map(|(producer_id, batch, stream)| {
+                Message::PutStamped { producer_id, batch, stream, records: vec![] }
+            }),
         ];
         prop_oneof![base, more]
     }

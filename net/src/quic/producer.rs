@@ -15,7 +15,7 @@ use std::time::Duration;
 use millrace_core::types::{HashKey, SequenceNumber};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::client::{Channel, QuicError};
+use super::client::{Channel, ClientConfig, QuicClient, QuicError};
 use super::frame::{Message, PutRecord};
 
 #[derive(Debug, Clone)]
@@ -32,6 +32,11 @@ pub struct ProducerConfig {
     pub in_flight_per_shard: usize,
     /// Attempts of a batch that fails with a transient error.
     pub attempts_max: u32,
+    /// Stamp every batch (producer id and batch number per shard) so that the server stores
+    /// a batch sent again once; implies one batch in flight per shard. With
+    /// [`Producer::connect`], a lost connection is re-established and the unacknowledged
+    /// batches are sent again: nothing acknowledged is lost and nothing is stored twice.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -43,6 +48,7 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 64 << 20,
             in_flight_per_shard: 1,
             attempts_max: 5,
+            idempotent: false,
         }
     }
 }
@@ -65,12 +71,24 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Starts a producer over a channel of a welcomed connection.
+    /// Starts a producer over a channel of a welcomed connection (no reconnection).
     pub fn new(channel: Channel, config: ProducerConfig) -> Producer {
+        Producer::start(Arc::new(Link::fixed(channel)), config)
+    }
+
+    /// Connects and starts a producer that reconnects when the connection is lost.
+    pub async fn connect(client: ClientConfig, config: ProducerConfig) -> Result<Producer, QuicError> {
+        Ok(Producer::start(Arc::new(Link::connect(client).await?), config))
+    }
+
+    fn start(link: Arc<Link>, mut config: ProducerConfig) -> Producer {
+        if config.idempotent {
+            config.in_flight_per_shard = 1;
+        }
         let (items, inbox) = mpsc::channel(8192);
         let memory = Arc::new(Semaphore::new(config.buffer_bytes_max));
         let buffer_bytes_max = config.buffer_bytes_max;
-        tokio::spawn(batcher(Arc::new(channel), config, inbox));
+        tokio::spawn(batcher(link, config, inbox));
         Producer { items, memory, buffer_bytes_max }
     }
 
@@ -146,8 +164,71 @@ impl Producer {
 /// The shard map of a stream: (hash start, shard id) of the open shards, sorted.
 type ShardMap = Vec<(u128, u32)>;
 
-async fn shard_map(channel: &Channel, stream: &str) -> Result<ShardMap, QuicError> {
-    match channel.request(&Message::Describe { stream: stream.to_owned() }).await? {
+/// The connection the producer sends on, re-established when lost (if it may be).
+struct Link {
+    client: Option<ClientConfig>,
+    state: tokio::sync::Mutex<(u64, Arc<Channel>, Option<QuicClient>)>,
+}
+
+impl Link {
+    fn fixed(channel: Channel) -> Link {
+        Link { client: None, state: tokio::sync::Mutex::new((0, Arc::new(channel), None)) }
+    }
+
+    async fn connect(config: ClientConfig) -> Result<Link, QuicError> {
+        let client = QuicClient::connect(&config).await?;
+        let channel = Arc::new(client.channel().await?);
+        Ok(Link { client: Some(config), state: tokio::sync::Mutex::new((0, channel, Some(client))) })
+    }
+
+    async fn current(&self) -> (u64, Arc<Channel>) {
+        let state = self.state.lock().await;
+        (state.0, state.1.clone())
+    }
+
+    /// Replaces the connection of generation `seen` (once, whoever asks first).
+    async fn reconnect(&self, seen: u64) -> Result<(), QuicError> {
+        let Some(config) = &self.client else {
+            return Err(QuicError::Lost {
+                what: "the connection was lost and this producer does not reconnect".into(),
+            });
+        };
+        let mut state = self.state.lock().await;
+        if state.0 != seen {
+            return Ok(());
+        }
+        let client = QuicClient::connect(config).await?;
+        let channel = Arc::new(client.channel().await?);
+        if let Some(old) = state.2.take() {
+            old.close();
+        }
+        *state = (seen + 1, channel, Some(client));
+        Ok(())
+    }
+
+    /// Sends a request, reconnecting and sending again while the connection is lost (for
+    /// up to a minute: a server restart).
+    async fn request(&self, message: &Message) -> Result<Message, QuicError> {
+        let mut lost_since: Option<tokio::time::Instant> = None;
+        loop {
+            let (generation, channel) = self.current().await;
+            match channel.request(message).await {
+                Err(QuicError::Lost { what }) if self.client.is_some() => {
+                    let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > Duration::from_secs(60) {
+                        return Err(QuicError::Lost { what });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = self.reconnect(generation).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+async fn shard_map(link: &Link, stream: &str) -> Result<ShardMap, QuicError> {
+    match link.request(&Message::Describe { stream: stream.to_owned() }).await? {
         Message::Description { shards } => {
             let mut map: ShardMap = shards
                 .into_iter()
@@ -166,13 +247,18 @@ fn route(map: &ShardMap, key: u128) -> u32 {
     at.checked_sub(1).map_or(0, |at| map[at].1)
 }
 
-async fn batcher(channel: Arc<Channel>, config: ProducerConfig, mut inbox: mpsc::Receiver<Item>) {
+async fn batcher(link: Arc<Link>, config: ProducerConfig, mut inbox: mpsc::Receiver<Item>) {
+    // Idempotence: each shard queue is a producer of its own (its batches are numbered in
+    // the order they are stored), under a random id per producer start.
+    let base_id = u64::from_le_bytes(
+        crate::secrets::random_bytes(8).map_or([7; 8], |bytes| bytes.try_into().expect("8 bytes")),
+    );
     let mut maps: HashMap<Arc<str>, ShardMap> = HashMap::new();
     // One task per shard batches and sends; the memory semaphore bounds what they hold.
     let mut shards: HashMap<(Arc<str>, u32), mpsc::UnboundedSender<Item>> = HashMap::new();
     while let Some(item) = inbox.recv().await {
         if !maps.contains_key(&item.stream) {
-            match shard_map(&channel, &item.stream).await {
+            match shard_map(&link, &item.stream).await {
                 Ok(map) => {
                     maps.insert(item.stream.clone(), map);
                 }
@@ -191,7 +277,14 @@ async fn batcher(channel: Arc<Channel>, config: ProducerConfig, mut inbox: mpsc:
         let shard = route(&maps[&item.stream], key);
         let sender = shards.entry((item.stream.clone(), shard)).or_insert_with(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(shard_sender(channel.clone(), config.clone(), receiver));
+            let producer_id = {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                (base_id, &item.stream, shard).hash(&mut hasher);
+                hasher.finish()
+            };
+            let stamps = config.idempotent.then_some(producer_id);
+            tokio::spawn(shard_sender(link.clone(), config.clone(), stamps, receiver));
             sender
         });
         if let Err(mpsc::error::SendError(item)) = sender.send(item) {
@@ -205,11 +298,13 @@ async fn batcher(channel: Arc<Channel>, config: ProducerConfig, mut inbox: mpsc:
 /// Batches one shard's records by size and linger time and sends them, at most
 /// `in_flight_per_shard` batches at once; records arriving meanwhile form the next batch.
 async fn shard_sender(
-    channel: Arc<Channel>,
+    link: Arc<Link>,
     config: ProducerConfig,
+    producer_id: Option<u64>,
     mut items: mpsc::UnboundedReceiver<Item>,
 ) {
     let in_flight = Arc::new(Semaphore::new(config.in_flight_per_shard.max(1)));
+    let mut batch_number = 0u32;
     while let Some(first) = items.recv().await {
         let deadline = tokio::time::Instant::now() + config.linger;
         let mut bytes = first.record.data.len() + first.record.partition_key.len();
@@ -224,26 +319,31 @@ async fn shard_sender(
             batch.push(item);
         }
         let Ok(slot) = in_flight.clone().acquire_owned().await else { return };
-        let channel = channel.clone();
+        let link = link.clone();
         let attempts_max = config.attempts_max.max(1);
+        batch_number += 1;
+        let stamp = producer_id.map(|producer_id| (producer_id, batch_number));
         tokio::spawn(async move {
-            send_batch(&channel, batch, attempts_max).await;
+            send_batch(&link, batch, stamp, attempts_max).await;
             drop(slot);
         });
     }
 }
 
-async fn send_batch(channel: &Channel, items: Vec<Item>, attempts_max: u32) {
+async fn send_batch(link: &Link, items: Vec<Item>, stamp: Option<(u64, u32)>, attempts_max: u32) {
     let stream = items[0].stream.to_string();
     // The records move into the request (kept for retries); the items keep their replies and
     // their memory permits until the answer.
     let (records, items): (Vec<PutRecord>, Vec<(Option<Reply>, OwnedSemaphorePermit)>) =
         items.into_iter().map(|item| (item.record, (item.reply, item._permit))).unzip();
-    let request = Message::Put { stream, records };
+    let request = match stamp {
+        Some((producer_id, batch)) => Message::PutStamped { producer_id, batch, stream, records },
+        None => Message::Put { stream, records },
+    };
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
-        match channel.request(&request).await {
+        match link.request(&request).await {
             Ok(Message::PutAck { acks }) if acks.len() == items.len() => break Ok(acks),
             Ok(_) => break Err(QuicError::Unexpected),
             // A lost connection is the caller's to re-establish; server-side transient

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millrace_core::engine::EngineError;
+use millrace_core::format::ProducerStamp;
 use millrace_core::runtime::Engine;
 use millrace_core::shard_log::{ReadLimits, StartPosition};
 use millrace_core::types::{HashKey, PartitionKey, Record, SequenceNumber, ShardId, StreamName};
@@ -235,7 +236,10 @@ fn stream_name(text: &str) -> Result<StreamName, Message> {
 
 async fn handle(engine: &Engine, message: Message) -> Message {
     let outcome = match message {
-        Message::Put { stream, records } => put(engine, &stream, records).await,
+        Message::Put { stream, records } => put(engine, &stream, records, None).await,
+        Message::PutStamped { producer_id, batch, stream, records } => {
+            put(engine, &stream, records, Some(ProducerStamp { producer_id, batch })).await
+        }
         Message::Describe { stream } => describe(engine, &stream),
         Message::Read { stream, shard, start, max_records } => {
             read(engine, &stream, shard, start, max_records).await
@@ -251,7 +255,12 @@ async fn handle(engine: &Engine, message: Message) -> Message {
     outcome.unwrap_or_else(|error| error)
 }
 
-async fn put(engine: &Engine, stream: &str, records: Vec<frame::PutRecord>) -> Result<Message, Message> {
+async fn put(
+    engine: &Engine,
+    stream: &str,
+    records: Vec<frame::PutRecord>,
+    producer: Option<ProducerStamp>,
+) -> Result<Message, Message> {
     let name = stream_name(stream)?;
     if records.is_empty() {
         return Err(Message::error(ErrorCode::InvalidArgument, "a PUT needs at least one record"));
@@ -269,8 +278,13 @@ async fn put(engine: &Engine, stream: &str, records: Vec<frame::PutRecord>) -> R
             })
         })
         .collect::<Result<Vec<_>, Message>>()?;
-    let appended = engine.append(&name, records).await.map_err(engine_error)?;
-    Ok(Message::PutAck { acks: appended.into_iter().map(|done| (done.shard.0, done.sequence.0)).collect() })
+    let appended = engine.append_stamped(&name, records, producer).await.map_err(engine_error)?;
+    let acks = appended
+        .into_iter()
+        .map(|done| done.map(|done| (done.shard.0, done.sequence.0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(engine_error)?;
+    Ok(Message::PutAck { acks })
 }
 
 fn describe(engine: &Engine, stream: &str) -> Result<Message, Message> {
