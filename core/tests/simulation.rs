@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use millrace_core::crypto::Keyring;
 use millrace_core::engine::{route_records, Controller, LocalHosts, ShardKey};
-use millrace_core::shard_log::{self, LogConfig, ReadLimits, ShardLog};
+use millrace_core::format::ProducerStamp;
+use millrace_core::shard_log::{self, LogConfig, ReadLimits, ShardLog, StampedBatch};
 use millrace_core::sim::{Faults, SimDisk, SimRng};
 use millrace_core::types::{HashKey, PartitionKey, Record, SequenceNumber, ShardId, StreamName};
 
@@ -66,6 +67,7 @@ struct Sim {
     faults: Faults,
     now_ms: i64,
     next_record: u64,
+    next_stamp: u32,
     model: Model,
     streams: Vec<StreamName>,
 }
@@ -87,6 +89,7 @@ impl Sim {
             faults,
             now_ms: 1_700_000_000_000,
             next_record: 0,
+            next_stamp: 0,
             model: Model::default(),
             streams: Vec::new(),
         }
@@ -146,7 +149,19 @@ impl Sim {
                 .iter()
                 .map(|(batch, _)| batch.iter().map(|record| record.data.clone()).collect())
                 .collect();
-            match log.append_group_sealed(batches, self.now_ms).await {
+            // Some batches carry a producer stamp (never repeated here: the frame format and its
+            // recovery are what is exercised; retries are answered in the runtime).
+            let batches: Vec<StampedBatch> = batches
+                .into_iter()
+                .map(|(records, key_id)| {
+                    let producer = self.rng.chance(300_000).then(|| {
+                        self.next_stamp += 1;
+                        ProducerStamp { producer_id: self.seed ^ 0x5eed, batch: self.next_stamp }
+                    });
+                    StampedBatch { records, key_id, producer }
+                })
+                .collect();
+            match log.append_group_stamped(batches, self.now_ms).await {
                 Ok(bases) => {
                     for (base, batch) in bases.into_iter().zip(datas) {
                         for (offset, data) in batch.into_iter().enumerate() {
