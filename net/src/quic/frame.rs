@@ -20,7 +20,7 @@ pub const PAYLOAD_BYTES_MAX: u32 = (16 << 20) + (64 << 10);
 ///      5    1 kind
 ///      6    2 flags        0
 ///      8    4 length       payload bytes
-///     12    4 crc32c       of header bytes 16..32, then the payload
+///     12    4 crc32c       of header bytes 0..12 and 16..32, then the payload
 ///     16    8 request_id
 ///     24    8 reserved     0
 /// ```
@@ -128,7 +128,15 @@ pub struct Header {
     pub length: u32,
     pub request_id: u64,
     crc32c: u32,
-    raw_tail: [u8; 16],
+    raw: [u8; HEADER_BYTES],
+}
+
+/// CRC32C of every header byte but the CRC itself (0..12, then 16..32), then the payload:
+/// a flipped kind or length is caught like a flipped payload byte.
+fn frame_crc(header: &[u8], payload: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&header[..12]);
+    let crc = crc32c::crc32c_append(crc, &header[16..HEADER_BYTES]);
+    crc32c::crc32c_append(crc, payload)
 }
 
 /// Checks the fixed header. The caller then reads `length` payload bytes and calls
@@ -153,7 +161,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<Header, FrameError> {
         length: header.length.get(),
         request_id: header.request_id.get(),
         crc32c: header.crc32c.get(),
-        raw_tail: header.as_bytes()[16..32].try_into().expect("16 bytes"),
+        raw: header.as_bytes().try_into().expect("32 bytes"),
     })
 }
 
@@ -162,7 +170,7 @@ impl Header {
         if payload.len() != self.length as usize {
             return Err(FrameError::Truncated { needed: self.length as usize, available: payload.len() });
         }
-        if crc32c::crc32c_append(crc32c::crc32c(&self.raw_tail), payload) != self.crc32c {
+        if frame_crc(&self.raw, payload) != self.crc32c {
             return Err(FrameError::BadCrc);
         }
         Ok(())
@@ -183,7 +191,7 @@ pub fn encode_frame(out: &mut Vec<u8>, kind: u8, request_id: u64, payload: &[u8]
         request_id: request_id.into(),
         reserved: 0.into(),
     };
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header.as_bytes()[16..32]), payload);
+    let crc = frame_crc(header.as_bytes(), payload);
     header.crc32c = crc.into();
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(payload);
@@ -655,7 +663,7 @@ impl Message {
             request_id: request_id.into(),
             reserved: 0.into(),
         };
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&header.as_bytes()[16..32]), &frame[HEADER_BYTES..]);
+        let crc = frame_crc(header.as_bytes(), &frame[HEADER_BYTES..]);
         header.crc32c = crc.into();
         frame[..HEADER_BYTES].copy_from_slice(header.as_bytes());
         frame
@@ -855,6 +863,13 @@ mod tests {
         let mut huge = frame.clone();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_header(&huge).unwrap_err().code(), ErrorCode::FrameTooLarge);
+        // SUBSCRIBE and READ share a payload layout: a flipped kind must not turn one into
+        // the other.
+        let mut subscribe =
+            Message::Subscribe { stream: "s".into(), shard: 0, start: ReadStart::Latest, credits: 1 }
+                .to_frame(1);
+        subscribe[5] = kind::READ;
+        assert_eq!(decode_frame(&subscribe).unwrap_err(), FrameError::BadCrc);
         let mut unknown = Vec::new();
         encode_frame(&mut unknown, 200, 1, b"");
         assert_eq!(decode_frame(&unknown).unwrap_err().code(), ErrorCode::UnknownKind);
