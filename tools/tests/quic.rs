@@ -145,3 +145,75 @@ fn idempotent_producer_through_a_restart_then_a_consumer_across_a_split() {
         }
     }
 }
+
+#[test]
+fn the_binary_answers_bad_frames_with_typed_errors_and_refuses_a_wrong_token() {
+    use millrace_net::quic::client::QuicError;
+    use millrace_net::quic::frame::{self, ErrorCode, Message};
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quic-binary-bad");
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (server, quic, http_address) = serve(&dir, "127.0.0.1:0", "127.0.0.1:0");
+    let stream = Value::map().with("StreamName", "guarded");
+    runtime.block_on(http(&dir, &http_address, "CreateStream", stream.with("ShardCount", 1u32)));
+    let config = ClientConfig::from_data_dir(quic, &dir).unwrap();
+    runtime.block_on(async {
+        let mut wrong = config.clone();
+        wrong.token = b"guess".to_vec();
+        assert!(matches!(
+            QuicClient::connect(&wrong).await,
+            Err(QuicError::Refused { code: Some(ErrorCode::Unauthenticated), .. })
+        ));
+        let client = QuicClient::connect(&config).await.unwrap();
+        let put = Message::Put {
+            stream: "guarded".into(),
+            records: vec![frame::PutRecord {
+                partition_key: "k".into(),
+                explicit_hash_key: None,
+                data: b"kept".to_vec(),
+            }],
+        };
+        client.channel().await.unwrap().request(&put).await.unwrap();
+        let good = put.to_frame(3);
+        let mut bad_crc = good.clone();
+        *bad_crc.last_mut().unwrap() ^= 0x40;
+        let mut wrong_version = good.clone();
+        wrong_version[4] = 7;
+        let mut oversize = good.clone();
+        oversize[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut unknown_kind = Vec::new();
+        frame::encode_frame(&mut unknown_kind, 99, 3, b"");
+        for (bytes, expected) in [
+            (&bad_crc, ErrorCode::BadFrame),
+            (&wrong_version, ErrorCode::UnsupportedVersion),
+            (&oversize, ErrorCode::FrameTooLarge),
+            (&unknown_kind, ErrorCode::UnknownKind),
+        ] {
+            let channel = client.channel().await.unwrap();
+            match channel.request_raw(0, bytes, false).await {
+                Err(QuicError::Server { code, .. }) => assert_eq!(code, Some(expected)),
+                other => panic!("expected {expected:?}, got {other:?}"),
+            }
+        }
+        let truncated = client.channel().await.unwrap();
+        assert!(truncated.request_raw(0, &good[..good.len() - 5], true).await.is_err());
+        // The connection is still good, and only the one good record is stored.
+        let channel = client.channel().await.unwrap();
+        let read = Message::Read {
+            stream: "guarded".into(),
+            shard: 0,
+            start: frame::ReadStart::TrimHorizon,
+            max_records: 100,
+        };
+        match channel.request(&read).await.unwrap() {
+            Message::Records { records, .. } => {
+                assert_eq!(
+                    records.iter().map(|record| record.data.clone()).collect::<Vec<_>>(),
+                    vec![b"kept".to_vec()]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+    stop(server);
+}
