@@ -213,16 +213,7 @@ impl KinesisClient {
         let exchange = async {
             let response = self.send(operation, encoded).await?;
             let status = response.status().as_u16();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|error| ClientError::Transport {
-                    operation: operation.to_owned(),
-                    what: error.to_string(),
-                })?
-                .to_bytes();
-            Ok::<_, ClientError>((status, bytes))
+            Ok::<_, ClientError>((status, body_bytes(operation, response).await?))
         };
         let (status, bytes) = tokio::time::timeout(timeout, exchange).await.map_err(|_| {
             self.connection = None;
@@ -241,15 +232,7 @@ impl KinesisClient {
         let response = self.send(operation, value::encode(Protocol::Json, body)).await?;
         let status = response.status().as_u16();
         if status != 200 {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|error| ClientError::Transport {
-                    operation: operation.to_owned(),
-                    what: error.to_string(),
-                })?
-                .to_bytes();
+            let bytes = body_bytes(operation, response).await?;
             return Err(decode_answer(operation, status, &bytes).err().unwrap_or_else(|| {
                 ClientError::Decode {
                     operation: operation.to_owned(),
@@ -303,6 +286,18 @@ fn tls_connector(version: HttpVersion) -> tokio_rustls::TlsConnector {
         HttpVersion::Http2 => b"h2".to_vec(),
     }];
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// The whole body of a response.
+async fn body_bytes(
+    operation: &str,
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<Bytes, ClientError> {
+    let collected = response.into_body().collect().await.map_err(|error| ClientError::Transport {
+        operation: operation.to_owned(),
+        what: error.to_string(),
+    })?;
+    Ok(collected.to_bytes())
 }
 
 fn decode_answer(operation: &str, status: u16, bytes: &[u8]) -> Result<Value, ClientError> {

@@ -10,7 +10,9 @@ use millrace_core::engine::EngineError;
 use millrace_core::format::ProducerStamp;
 use millrace_core::runtime::Engine;
 use millrace_core::shard_log::{ReadLimits, StartPosition};
-use millrace_core::types::{HashKey, PartitionKey, Record, SequenceNumber, ShardId, StreamName};
+use millrace_core::types::{
+    HashKey, PartitionKey, Record, SequenceNumber, ShardId, StoredRecord, StreamName,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::frame::{self, ErrorCode, FrameError, Message, ReadStart, RecordOut, ShardInfo, HEADER_BYTES};
@@ -239,6 +241,16 @@ fn engine_error(error: EngineError) -> Message {
     Message::error(code, error.to_string())
 }
 
+/// A stored record as RECORDS carries it.
+fn record_out(record: StoredRecord) -> RecordOut {
+    RecordOut {
+        sequence: record.sequence.0,
+        arrival_ms: record.arrival_ms,
+        partition_key: record.partition_key,
+        data: record.data,
+    }
+}
+
 fn stream_name(text: &str) -> Result<StreamName, Message> {
     text.parse()
         .map_err(|_| Message::error(ErrorCode::InvalidArgument, format!("{text:?} is not a stream name")))
@@ -338,16 +350,7 @@ async fn read(
     };
     let limits = ReadLimits { max_records: max_records.clamp(1, 10_000) as usize, max_bytes: READ_BYTES_MAX };
     let read = engine.read(&name, shard, position, limits).await.map_err(engine_error)?;
-    let records = read
-        .records
-        .into_iter()
-        .map(|record| RecordOut {
-            sequence: record.sequence.0,
-            arrival_ms: record.arrival_ms,
-            partition_key: record.partition_key,
-            data: record.data,
-        })
-        .collect::<Vec<_>>();
+    let records = read.records.into_iter().map(record_out).collect::<Vec<_>>();
     // Where the next read starts; past the last record when the shard has ended.
     let next = read.next.unwrap_or_else(|| records.last().map_or(position, |last| last.sequence + 1));
     Ok(Message::Records {
@@ -438,16 +441,7 @@ impl Subscription {
             let ended = outcome.next.is_none();
             let count = outcome.records.len();
             if count > 0 || ended {
-                let records: Vec<RecordOut> = outcome
-                    .records
-                    .into_iter()
-                    .map(|record| RecordOut {
-                        sequence: record.sequence.0,
-                        arrival_ms: record.arrival_ms,
-                        partition_key: record.partition_key,
-                        data: record.data,
-                    })
-                    .collect();
+                let records: Vec<RecordOut> = outcome.records.into_iter().map(record_out).collect();
                 let next =
                     outcome.next.unwrap_or_else(|| records.last().map_or(position, |last| last.sequence + 1));
                 let message = Message::Records {
