@@ -63,24 +63,25 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, so that the numbers are written once (in the enum).
+    const ALL: [ErrorCode; 13] = [
+        ErrorCode::BadFrame,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Unauthenticated,
+        ErrorCode::UnknownKind,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::StreamNotFound,
+        ErrorCode::ShardNotFound,
+        ErrorCode::InvalidArgument,
+        ErrorCode::RecordTooLarge,
+        ErrorCode::ResourceInUse,
+        ErrorCode::LimitExceeded,
+        ErrorCode::Internal,
+        ErrorCode::ShuttingDown,
+    ];
+
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        Some(match code {
-            1 => BadFrame,
-            2 => UnsupportedVersion,
-            3 => Unauthenticated,
-            4 => UnknownKind,
-            5 => FrameTooLarge,
-            6 => StreamNotFound,
-            7 => ShardNotFound,
-            8 => InvalidArgument,
-            9 => RecordTooLarge,
-            10 => ResourceInUse,
-            11 => LimitExceeded,
-            12 => Internal,
-            13 => ShuttingDown,
-            _ => return None,
-        })
+        ErrorCode::ALL.into_iter().find(|known| *known as u16 == code)
     }
 
     /// Worth retrying: the same request may succeed later.
@@ -852,6 +853,15 @@ mod tests {
                 let _ = Message::decode(kind, &bytes);
             }
         }
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(code as u16), Some(code));
+        }
+        assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::from_u16(14), None);
     }
 
     #[test]
