@@ -158,6 +158,7 @@ fn measure(
     let start = Instant::now();
     let window = Window { start, measure_from: start + WARM_UP, measure_until: start + WARM_UP + duration };
 
+    let commits_before = millrace_core::metrics::COMMITS.snapshot();
     let producers_running = AtomicUsize::new(args.producers);
     let outcomes: Vec<Result<ProducerOutcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.producers)
@@ -183,6 +184,8 @@ fn measure(
             .collect()
     });
 
+    let commits = millrace_core::metrics::COMMITS.snapshot() - commits_before;
+    println!("engine: {commits} (whole run, warm-up included)");
     let mut tallies = Vec::with_capacity(outcomes.len());
     let mut unsent_batches = 0;
     for outcome in outcomes {

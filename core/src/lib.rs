@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod dma;
 pub mod engine;
 pub mod format;
+pub mod metrics;
 pub mod runtime;
 pub mod segment;
 pub mod shard_log;

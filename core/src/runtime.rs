@@ -946,6 +946,7 @@ async fn commit_group(
     if batches.is_empty() {
         return;
     }
+    let started = std::time::Instant::now();
     match log.append_group_stamped(batches, now_ms()).await {
         Ok(bases) => {
             for (waiting, base) in replies.into_iter().zip(bases) {
@@ -961,4 +962,5 @@ async fn commit_group(
             }
         }
     }
+    crate::metrics::COMMITS.committed(started.elapsed());
 }

@@ -180,8 +180,12 @@ impl<F: StorageFile> Segment<F> {
             let offset = SLOT_OFFSETS[(generation % 2) as usize];
             self.file.write_at(offset, &encode_slot(&slot)).await
         };
+        let started = std::time::Instant::now();
         let (data_result, slot_result) = futures_lite::future::zip(data_write, slot_write).await;
+        let synced = std::time::Instant::now();
+        crate::metrics::COMMITS.wrote(synced - started);
         let written = data_result.and(slot_result).and(self.file.sync().await);
+        crate::metrics::COMMITS.synced(synced.elapsed());
         if let Err(error) = written {
             self.sealed = true;
             return Err(error);

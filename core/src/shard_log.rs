@@ -304,6 +304,8 @@ impl<S: Storage + Clone> ShardLog<S> {
             return Err(LogError::Closed { dir: self.dir.clone() });
         }
         let arrival_ms = now_ms.max(self.last_arrival_ms);
+        let encode_started = std::time::Instant::now();
+        let batch_count = batches.len();
         let mut bases = Vec::with_capacity(batches.len());
         let mut frames = std::mem::take(&mut self.frame_buf);
         frames.clear();
@@ -353,6 +355,7 @@ impl<S: Storage + Clone> ShardLog<S> {
         }
         // Whatever happens next, these numbers may be on disk: never hand them out again.
         self.next_sequence = sequence;
+        crate::metrics::COMMITS.encoded(batch_count, frames.len(), encode_started.elapsed());
         let result = self.commit_frames(&frames, &metas, now_ms).await;
         self.frame_buf = frames;
         match result {
