@@ -1,7 +1,10 @@
 //! The disk baseline: what `fio` gets from the same directory the engine writes to, so that
-//! engine numbers can be read as a fraction of what the device allows. Two jobs: sequential
-//! 1 MiB direct writes (bandwidth ceiling) and 4 KiB direct writes each followed by
-//! fdatasync (the floor under any durable acknowledgement's latency).
+//! engine numbers can be read as a fraction of what the device allows. Three jobs:
+//! sequential 1 MiB direct writes (the bandwidth ceiling the RESULT line's `bw_ratio` uses),
+//! 4 KiB direct writes each followed by fdatasync (the floor under any durable
+//! acknowledgement's latency), and 1 MiB direct writes each followed by fdatasync into fresh
+//! space (the ceiling of durable appends, which is what a log that acknowledges only durable
+//! bytes can reach; on a disk with a volatile write cache it is well below the first).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +18,8 @@ use serde_json::Value;
 pub struct FioBaseline {
     pub write_mb_per_s: f64,
     pub fsync_latency_us_p99: u64,
+    /// 1 MiB write + fdatasync, one at a time, into a fresh file.
+    pub durable_mb_per_s: f64,
 }
 
 /// Fails with an installation hint unless `fio` can be run.
@@ -85,10 +90,30 @@ pub fn measure(dir: &Path, runtime: Duration) -> Result<FioBaseline> {
         ],
     )?;
     let fsync_latency_ns_p99 = sync_latency_ns_p99(&fsync)?;
+    let _ = std::fs::remove_file(&scratch.0);
+
+    // Large enough not to wrap around within the run on this class of disk, so that every
+    // write lands on fresh space as the engine's appends do.
+    let durable_size = if short { "2G" } else { "4G" };
+    let durable = run_job(
+        &scratch.0,
+        runtime_s,
+        &[
+            "--name=durable",
+            "--rw=write",
+            "--bs=1M",
+            "--direct=1",
+            "--ioengine=psync",
+            "--fdatasync=1",
+            &format!("--size={durable_size}"),
+        ],
+    )?;
+    let durable_bytes_per_s = write_bandwidth_bytes_per_s(&durable)?;
 
     Ok(FioBaseline {
         write_mb_per_s: write_bytes_per_s / 1e6,
         fsync_latency_us_p99: fsync_latency_ns_p99.div_ceil(1000),
+        durable_mb_per_s: durable_bytes_per_s / 1e6,
     })
 }
 
