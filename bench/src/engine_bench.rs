@@ -63,6 +63,10 @@ pub struct EngineArgs {
     /// Engine cores (executors) [default: the number of CPUs].
     #[arg(long = "cores", value_name = "N")]
     pub core_count: Option<usize>,
+    /// Nice value of the engine's executor threads (0: leave them as they are); see
+    /// `EngineConfig::executor_nice`.
+    #[arg(long, value_name = "N", default_value_t = -10, allow_hyphen_values = true)]
+    pub executor_nice: i32,
 }
 
 impl EngineArgs {
@@ -110,6 +114,7 @@ pub fn run(args: &EngineArgs) -> Result<()> {
     if let Some(core_count) = args.core_count {
         config.cores = core_count;
     }
+    config.executor_nice = args.executor_nice;
     let core_count = config.cores;
     let shard_count = match args.shard_count {
         Some(shard_count) => shard_count,

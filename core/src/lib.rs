@@ -18,4 +18,5 @@ pub mod segment;
 pub mod shard_log;
 pub mod sim;
 pub mod storage;
+pub mod sys;
 pub mod types;

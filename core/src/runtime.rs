@@ -51,6 +51,12 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// Key material for encryption at rest; streams with an encryption key id need it.
     pub keyring: Option<Arc<Keyring>>,
+    /// Nice value for the executor threads; 0 leaves them as they are. Below 0 (which needs
+    /// root or CAP_SYS_NICE; without it the engine says so once and runs on) the scheduler
+    /// runs an executor as soon as its fdatasync completes even when other threads keep
+    /// every core busy: measured with CPU hogs on both cores, a write+fdatasync loop's p99
+    /// went from 4.4 ms at nice 0 to 0.5 ms at nice -10.
+    pub executor_nice: i32,
 }
 
 impl EngineConfig {
@@ -65,6 +71,7 @@ impl EngineConfig {
             shard_inbox: 8192,
             heartbeat_interval: TICK,
             keyring: None,
+            executor_nice: -10,
         }
     }
 }
@@ -233,6 +240,7 @@ impl Engine {
                 .name(&format!("millrace-core-{core}"))
                 .io_memory(config.io_memory_bytes)
                 .spawn(move || async move {
+                    set_thread_nice(core, config.executor_nice);
                     core_main(core, config, inbox, control, shared_for_core, core_txs, started).await
                 })
                 .map_err(|source| StartError::Executor {
@@ -613,6 +621,20 @@ async fn recv_or_tick<T>(rx: &flume::Receiver<T>, tick: Duration) -> Result<T, f
         if let Some(result) = futures_lite::future::or(received, ticked).await {
             return result;
         }
+    }
+}
+
+/// Sets the calling thread's nice value (on Linux, `setpriority(PRIO_PROCESS, 0, ..)`
+/// applies to the calling thread only). Core 0 reports a refusal; the others stay quiet.
+fn set_thread_nice(core: usize, nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    if let (Err(error), 0) = (crate::sys::set_thread_nice(nice), core) {
+        eprintln!(
+            "millrace: executors keep their priority (setpriority to nice {nice}: {error}); \
+             acknowledgement latency may suffer when other threads keep every core busy"
+        );
     }
 }
 

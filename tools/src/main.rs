@@ -108,6 +108,12 @@ struct ServeArgs {
     /// Threads serving HTTP.
     #[arg(long, default_value_t = 2)]
     http_threads: usize,
+    /// Nice value of the engine's executor threads (0 leaves them as they are). Below 0, an
+    /// executor runs as soon as its fdatasync completes even when the network threads keep
+    /// every core busy; needs root or CAP_SYS_NICE, and without them the engine runs on at
+    /// the normal priority.
+    #[arg(long, value_name = "N", default_value_t = -10, allow_hyphen_values = true)]
+    executor_nice: i32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,6 +133,7 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = EngineConfig::new(&args.data_dir);
+    config.executor_nice = args.executor_nice;
     if let Some(cores) = args.cores {
         anyhow::ensure!(cores >= 1, "--cores must be at least 1");
         config.cores = cores;
