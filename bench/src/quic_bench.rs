@@ -49,6 +49,10 @@ pub struct QuicArgs {
     /// Closed loop: records each producer keeps unacknowledged.
     #[arg(long, default_value_t = 512)]
     pub window: usize,
+    /// Records each producer hands to the SDK per call: 1 uses `Producer::queue` per record,
+    /// more use `Producer::queue_many` (one future per call).
+    #[arg(long, default_value_t = 64)]
+    pub batch_records: usize,
     /// Payload bytes of each record (at least 8: the send timestamp).
     #[arg(long, default_value_t = 1024)]
     pub record_bytes: usize,
@@ -80,6 +84,11 @@ impl QuicArgs {
         ensure!(self.duration_s >= 1, "--duration must be at least 1 second");
         ensure!(self.producers >= 1, "--producers must be at least 1");
         ensure!(self.window >= 1, "--window must be at least 1");
+        ensure!(self.batch_records >= 1, "--batch-records must be at least 1");
+        ensure!(
+            self.batch_records <= self.window,
+            "--batch-records must not exceed --window (records in flight per producer)"
+        );
         ensure!(self.record_bytes >= 8, "--record-bytes must be at least 8 (the send timestamp)");
         ensure!(self.shards >= 1, "--shards must be at least 1");
         ensure!(self.rate_records_per_s != Some(0), "--rate must be at least 1 record per second");
@@ -250,10 +259,13 @@ async fn produce(
     args: &QuicArgs,
     window: Window,
 ) -> Result<ProducerTally> {
-    let (latencies, mut collected) = tokio::sync::mpsc::unbounded_channel::<(Instant, Instant, usize)>();
+    // (intended send time, acknowledged at, records, payload bytes)
+    let (latencies, mut collected) = tokio::sync::mpsc::unbounded_channel::<(Instant, Instant, u64, usize)>();
+    let batch = args.batch_records;
     let in_window = Arc::new(tokio::sync::Semaphore::new(args.window));
-    let interval =
-        args.rate_records_per_s.map(|rate| Duration::from_secs_f64(args.producers as f64 / rate as f64));
+    let interval = args
+        .rate_records_per_s
+        .map(|rate| Duration::from_secs_f64((args.producers * batch) as f64 / rate as f64));
     let mut due = window.start
         + interval.map_or(Duration::ZERO, |interval| interval * index as u32 / args.producers as u32);
     let mut sequence = 0u64;
@@ -269,7 +281,7 @@ async fn produce(
                 (at, None)
             }
             None => {
-                let permit = in_window.clone().acquire_owned().await.expect("never closed");
+                let permit = in_window.clone().acquire_many_owned(batch as u32).await.expect("never closed");
                 let now = Instant::now();
                 if now >= window.measure_until {
                     break;
@@ -278,25 +290,43 @@ async fn produce(
             }
         };
         let (sent_at, permit) = permit;
-        sequence += 1;
-        let mut data = vec![0u8; args.record_bytes];
-        data[..8].copy_from_slice(&unix_us().to_le_bytes());
-        data[8..16.min(args.record_bytes)]
-            .copy_from_slice(&sequence.to_le_bytes()[..(args.record_bytes - 8).min(8)]);
-        let acked = producer.queue(stream, &format!("p{index}-{sequence}"), data).await?;
+        let mut record = || {
+            sequence += 1;
+            let mut data = vec![0u8; args.record_bytes];
+            data[..8].copy_from_slice(&unix_us().to_le_bytes());
+            data[8..16.min(args.record_bytes)]
+                .copy_from_slice(&sequence.to_le_bytes()[..(args.record_bytes - 8).min(8)]);
+            (format!("p{index}-{sequence}"), data)
+        };
         let (latencies, bytes) = (latencies.clone(), args.record_bytes);
-        tokio::spawn(async move {
-            if acked.await.is_ok() {
-                let _ = latencies.send((sent_at, Instant::now(), bytes));
-            }
-            drop(permit);
-        });
+        if batch == 1 {
+            let (key, data) = record();
+            let acked = producer.queue(stream, &key, data).await?;
+            tokio::spawn(async move {
+                if acked.await.is_ok() {
+                    let _ = latencies.send((sent_at, Instant::now(), 1, bytes));
+                }
+                drop(permit);
+            });
+        } else {
+            let records: Vec<(String, Vec<u8>)> = (0..batch).map(|_| record()).collect();
+            let acked = producer.queue_many(stream, records).await?;
+            tokio::spawn(async move {
+                // One latency per call: the time until its last record was acknowledged.
+                let outcomes = acked.await;
+                let stored = outcomes.iter().filter(|outcome| outcome.is_ok()).count() as u64;
+                if stored == outcomes.len() as u64 {
+                    let _ = latencies.send((sent_at, Instant::now(), stored, bytes * stored as usize));
+                }
+                drop(permit);
+            });
+        }
     }
     drop(latencies);
     let mut tally = ProducerTally::default();
-    while let Some((sent_at, acked_at, bytes)) = collected.recv().await {
+    while let Some((sent_at, acked_at, records, bytes)) = collected.recv().await {
         if sent_at >= window.measure_from && sent_at < window.measure_until {
-            tally.records += 1;
+            tally.records += records;
             tally.payload_bytes += bytes as u64;
             tally.latency_us.saturating_record(acked_at.duration_since(sent_at).as_micros().max(1) as u64);
         }

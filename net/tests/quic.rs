@@ -3,6 +3,8 @@
 //! errors while the connection and the stored data stay as they were.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
 
 use millrace_core::catalog::StreamMode;
@@ -13,6 +15,22 @@ use millrace_net::quic::client::{ClientConfig, QuicClient, QuicError};
 use millrace_net::quic::frame::{self, kind, ErrorCode, Message, ReadStart};
 use millrace_net::quic::producer::{Producer, ProducerConfig};
 use millrace_net::quic::server::{QuicConfig, QuicServer};
+
+/// A call's outcomes as one boxed future, so that `queue` and `queue_many` calls line up.
+type Outcomes = Pin<Box<dyn Future<Output = Vec<Result<millrace_core::types::SequenceNumber, QuicError>>>>>;
+
+trait BoxedOutcomes {
+    fn boxed(self) -> Outcomes;
+}
+
+impl<F> BoxedOutcomes for F
+where
+    F: Future<Output = Vec<Result<millrace_core::types::SequenceNumber, QuicError>>> + 'static,
+{
+    fn boxed(self) -> Outcomes {
+        Box::pin(self)
+    }
+}
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
@@ -81,6 +99,73 @@ async fn read_all(client: &QuicClient, stream: &str) -> BTreeMap<u32, Vec<(u128,
         all.insert(shard.id, records);
     }
     all
+}
+
+/// `queue_many` (the SDK's PutRecords) mixed with single `queue` calls: every record is
+/// answered with the sequence number it is stored under, in the order given, per-key order
+/// holds across both calls, a call larger than the whole buffer still goes through, and an
+/// empty call answers at once.
+#[test]
+fn queue_many_answers_each_record_where_it_is_stored() {
+    let fixture = fixture();
+    create("many", 4);
+    fixture.runtime.block_on(async {
+        let client = QuicClient::connect(&fixture.client).await.unwrap();
+        // A buffer smaller than one call: the call takes all of it and waits for nothing else.
+        let config = ProducerConfig { buffer_bytes_max: 4096, ..ProducerConfig::default() };
+        let producer = Producer::new(client.channel().await.unwrap(), config);
+        assert!(producer.queue_many("many", Vec::new()).await.unwrap().await.is_empty());
+        let mut calls = Vec::new();
+        let mut index = 0u32;
+        for call in 0..30 {
+            let mut records = Vec::new();
+            for _ in 0..50 {
+                let key = format!("key-{}", index % 17);
+                records.push((key.clone(), format!("{key}:{index}:{}", "x".repeat(60)).into_bytes()));
+                index += 1;
+            }
+            let first = index - 50;
+            calls.push((first, producer.queue_many("many", records).await.unwrap().boxed()));
+            if call % 3 == 0 {
+                let key = format!("key-{}", index % 17);
+                let data = format!("{key}:{index}:").into_bytes();
+                let single = producer.queue("many", &key, data).await.unwrap();
+                calls.push((index, async move { vec![single.await] }.boxed()));
+                index += 1;
+            }
+        }
+        let mut acknowledged: BTreeMap<u32, u128> = BTreeMap::new();
+        for (first, call) in calls {
+            for (offset, outcome) in call.await.into_iter().enumerate() {
+                acknowledged.insert(first + offset as u32, outcome.unwrap().0);
+            }
+        }
+        assert_eq!(acknowledged.len() as u32, index);
+        let stored = read_all(&client, "many").await;
+        let by_sequence: BTreeMap<u128, (String, Vec<u8>)> = stored
+            .values()
+            .flatten()
+            .map(|(sequence, key, data)| (*sequence, (key.clone(), data.clone())))
+            .collect();
+        assert_eq!(by_sequence.len() as u32, index, "each record stored once");
+        for (index, sequence) in &acknowledged {
+            let (_, data) = &by_sequence[sequence];
+            let stored_index: u32 = String::from_utf8_lossy(data).split(':').nth(1).unwrap().parse().unwrap();
+            assert_eq!(
+                stored_index, *index,
+                "record {index} is answered with the sequence it is stored under"
+            );
+        }
+        let mut last_per_key: BTreeMap<String, u32> = BTreeMap::new();
+        for records in stored.values() {
+            for (_, key, data) in records {
+                let at: u32 = String::from_utf8_lossy(data).split(':').nth(1).unwrap().parse().unwrap();
+                if let Some(last) = last_per_key.insert(key.clone(), at) {
+                    assert!(last < at, "key {key}: {at} stored after {last}");
+                }
+            }
+        }
+    });
 }
 
 #[test]

@@ -53,19 +53,74 @@ impl Default for ProducerConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<SequenceNumber, QuicError>>;
+type Outcome = Result<SequenceNumber, QuicError>;
+
+/// Who waits for a record's acknowledgement.
+enum Reply {
+    /// A caller of `send` or `queue`.
+    One(oneshot::Sender<Outcome>),
+    /// A caller of `queue_many`: the record's place in its call.
+    Part(Arc<Many>, usize),
+}
+
+impl Reply {
+    fn send(self, outcome: Outcome) {
+        match self {
+            Reply::One(sender) => {
+                let _ = sender.send(outcome);
+            }
+            Reply::Part(many, index) => many.complete(index, outcome),
+        }
+    }
+}
+
+/// The records of one `queue_many` call: their outcomes, gathered as their batches are
+/// answered, go back together once all are in. Holds the call's buffer permit until then.
+struct Many {
+    state: std::sync::Mutex<ManyState>,
+}
+
+struct ManyState {
+    outcomes: Vec<Option<Outcome>>,
+    remaining: usize,
+    done: Option<oneshot::Sender<Vec<Outcome>>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Many {
+    fn complete(&self, index: usize, outcome: Outcome) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if state.outcomes[index].replace(outcome).is_none() {
+            state.remaining -= 1;
+        }
+        if state.remaining == 0 {
+            let outcomes = std::mem::take(&mut state.outcomes);
+            if let Some(done) = state.done.take() {
+                let _ = done.send(outcomes.into_iter().map(|outcome| outcome.expect("all in")).collect());
+            }
+            state.permit = None;
+        }
+    }
+}
 
 struct Item {
     stream: Arc<str>,
     record: PutRecord,
     reply: Option<Reply>,
-    _permit: OwnedSemaphorePermit,
+    /// The record's share of the buffer; `queue_many` holds one for all its records.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// What the batcher takes in: one record, or the records of one `queue_many` call.
+enum Inbound {
+    One(Item),
+    Many(Vec<Item>),
 }
 
 /// A handle on the producer; cheap to clone.
 #[derive(Clone)]
 pub struct Producer {
-    items: mpsc::Sender<Item>,
+    items: mpsc::Sender<Inbound>,
     memory: Arc<Semaphore>,
     buffer_bytes_max: usize,
 }
@@ -108,7 +163,7 @@ impl Producer {
             .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?;
         let record = PutRecord { partition_key: partition_key.to_owned(), explicit_hash_key: None, data };
         self.items
-            .send(Item { stream: Arc::from(stream), record, reply, _permit: permit })
+            .send(Inbound::One(Item { stream: Arc::from(stream), record, reply, _permit: Some(permit) }))
             .await
             .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })
     }
@@ -121,7 +176,7 @@ impl Producer {
         data: Vec<u8>,
     ) -> Result<SequenceNumber, QuicError> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(stream, partition_key, data, Some(reply)).await?;
+        self.enqueue(stream, partition_key, data, Some(Reply::One(reply))).await?;
         answer.await.map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?
     }
 
@@ -135,10 +190,64 @@ impl Producer {
         data: Vec<u8>,
     ) -> Result<impl std::future::Future<Output = Result<SequenceNumber, QuicError>>, QuicError> {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(stream, partition_key, data, Some(reply)).await?;
+        self.enqueue(stream, partition_key, data, Some(Reply::One(reply))).await?;
         Ok(
             async move { answer.await.map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })? },
         )
+    }
+
+    /// Queues many records at once, as [`Producer::queue`] does one (a `PutRecords` of this
+    /// SDK): waits for buffer space for all of them, and returns the future of their outcomes,
+    /// in the order given. Each record is routed and batched on its own, so one call may
+    /// span shards; a call costs one buffer reservation, one hand-over to the batcher and
+    /// one future, where as many `queue` calls cost one each per record.
+    pub async fn queue_many(
+        &self,
+        stream: &str,
+        records: Vec<(String, Vec<u8>)>,
+    ) -> Result<impl std::future::Future<Output = Vec<Result<SequenceNumber, QuicError>>>, QuicError> {
+        let count = records.len();
+        let (done, answer) = oneshot::channel();
+        if count > 0 {
+            let bytes: usize = records.iter().map(|(key, data)| key.len() + data.len()).sum();
+            let bytes = bytes.clamp(1, self.buffer_bytes_max) as u32;
+            let permit = self
+                .memory
+                .clone()
+                .acquire_many_owned(bytes)
+                .await
+                .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?;
+            let many = Arc::new(Many {
+                state: std::sync::Mutex::new(ManyState {
+                    outcomes: (0..count).map(|_| None).collect(),
+                    remaining: count,
+                    done: Some(done),
+                    permit: Some(permit),
+                }),
+            });
+            let stream: Arc<str> = Arc::from(stream);
+            let items = records
+                .into_iter()
+                .enumerate()
+                .map(|(index, (partition_key, data))| Item {
+                    stream: stream.clone(),
+                    record: PutRecord { partition_key, explicit_hash_key: None, data },
+                    reply: Some(Reply::Part(many.clone(), index)),
+                    _permit: None,
+                })
+                .collect();
+            self.items
+                .send(Inbound::Many(items))
+                .await
+                .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?;
+        } else {
+            let _ = done.send(Vec::new());
+        }
+        Ok(async move {
+            answer.await.unwrap_or_else(|_| {
+                (0..count).map(|_| Err(QuicError::Lost { what: "the producer has stopped".into() })).collect()
+            })
+        })
     }
 
     /// Fire and forget: returns once the record is buffered (waiting while the buffer is
@@ -247,7 +356,7 @@ fn route(map: &ShardMap, key: u128) -> u32 {
     at.checked_sub(1).map_or(0, |at| map[at].1)
 }
 
-async fn batcher(link: Arc<Link>, config: ProducerConfig, mut inbox: mpsc::Receiver<Item>) {
+async fn batcher(link: Arc<Link>, config: ProducerConfig, mut inbox: mpsc::Receiver<Inbound>) {
     // Idempotence: each shard queue is a producer of its own (its batches are numbered in
     // the order they are stored), under a random id per producer start.
     let base_id = u64::from_le_bytes(
@@ -256,41 +365,59 @@ async fn batcher(link: Arc<Link>, config: ProducerConfig, mut inbox: mpsc::Recei
     let mut maps: HashMap<Arc<str>, ShardMap> = HashMap::new();
     // One task per shard batches and sends; the memory semaphore bounds what they hold.
     let mut shards: HashMap<(Arc<str>, u32), mpsc::UnboundedSender<Item>> = HashMap::new();
-    while let Some(item) = inbox.recv().await {
-        if !maps.contains_key(&item.stream) {
-            match shard_map(&link, &item.stream).await {
-                Ok(map) => {
-                    maps.insert(item.stream.clone(), map);
+    while let Some(inbound) = inbox.recv().await {
+        let (one, many) = match inbound {
+            Inbound::One(item) => (Some(item), Vec::new()),
+            Inbound::Many(items) => (None, items),
+        };
+        for item in one.into_iter().chain(many) {
+            dispatch(item, &link, &config, base_id, &mut maps, &mut shards).await;
+        }
+    }
+}
+
+/// Routes a record to its shard's sender, starting the sender on the shard's first record.
+async fn dispatch(
+    item: Item,
+    link: &Arc<Link>,
+    config: &ProducerConfig,
+    base_id: u64,
+    maps: &mut HashMap<Arc<str>, ShardMap>,
+    shards: &mut HashMap<(Arc<str>, u32), mpsc::UnboundedSender<Item>>,
+) {
+    if !maps.contains_key(&item.stream) {
+        match shard_map(link, &item.stream).await {
+            Ok(map) => {
+                maps.insert(item.stream.clone(), map);
+            }
+            Err(error) => {
+                if let Some(reply) = item.reply {
+                    reply.send(Err(error));
                 }
-                Err(error) => {
-                    if let Some(reply) = item.reply {
-                        let _ = reply.send(Err(error));
-                    }
-                    continue;
-                }
+                return;
             }
         }
-        let key = item
-            .record
-            .explicit_hash_key
-            .unwrap_or_else(|| HashKey::from_partition_key(&item.record.partition_key).0);
-        let shard = route(&maps[&item.stream], key);
-        let sender = shards.entry((item.stream.clone(), shard)).or_insert_with(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            let producer_id = {
-                use std::hash::{Hash, Hasher};
-                let mut hasher = std::hash::DefaultHasher::new();
-                (base_id, &item.stream, shard).hash(&mut hasher);
-                hasher.finish()
-            };
-            let stamps = config.idempotent.then_some(producer_id);
-            tokio::spawn(shard_sender(link.clone(), config.clone(), stamps, receiver));
-            sender
-        });
-        if let Err(mpsc::error::SendError(item)) = sender.send(item) {
-            if let Some(reply) = item.reply {
-                let _ = reply.send(Err(QuicError::Lost { what: "the producer has stopped".into() }));
-            }
+    }
+    let key = item
+        .record
+        .explicit_hash_key
+        .unwrap_or_else(|| HashKey::from_partition_key(&item.record.partition_key).0);
+    let shard = route(&maps[&item.stream], key);
+    let sender = shards.entry((item.stream.clone(), shard)).or_insert_with(|| {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let producer_id = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            (base_id, &item.stream, shard).hash(&mut hasher);
+            hasher.finish()
+        };
+        let stamps = config.idempotent.then_some(producer_id);
+        tokio::spawn(shard_sender(link.clone(), config.clone(), stamps, receiver));
+        sender
+    });
+    if let Err(mpsc::error::SendError(item)) = sender.send(item) {
+        if let Some(reply) = item.reply {
+            reply.send(Err(QuicError::Lost { what: "the producer has stopped".into() }));
         }
     }
 }
@@ -330,11 +457,14 @@ async fn shard_sender(
     }
 }
 
+/// A sent record's reply and buffer share, kept until its batch is answered.
+type Waiting = (Option<Reply>, Option<OwnedSemaphorePermit>);
+
 async fn send_batch(link: &Link, items: Vec<Item>, stamp: Option<(u64, u32)>, attempts_max: u32) {
     let stream = items[0].stream.to_string();
     // The records move into the request (kept for retries); the items keep their replies and
     // their memory permits until the answer.
-    let (records, items): (Vec<PutRecord>, Vec<(Option<Reply>, OwnedSemaphorePermit)>) =
+    let (records, items): (Vec<PutRecord>, Vec<Waiting>) =
         items.into_iter().map(|item| (item.record, (item.reply, item._permit))).unzip();
     let request = match stamp {
         Some((producer_id, batch)) => Message::PutStamped { producer_id, batch, stream, records },
@@ -362,14 +492,14 @@ async fn send_batch(link: &Link, items: Vec<Item>, stamp: Option<(u64, u32)>, at
         Ok(acks) => {
             for ((reply, _permit), (_, sequence)) in items.into_iter().zip(acks) {
                 if let Some(reply) = reply {
-                    let _ = reply.send(Ok(SequenceNumber(sequence)));
+                    reply.send(Ok(SequenceNumber(sequence)));
                 }
             }
         }
         Err(error) => {
             for (reply, _permit) in items {
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(error.clone()));
+                    reply.send(Err(error.clone()));
                 }
             }
         }
