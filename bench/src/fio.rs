@@ -92,9 +92,11 @@ pub fn measure(dir: &Path, runtime: Duration) -> Result<FioBaseline> {
     let fsync_latency_ns_p99 = sync_latency_ns_p99(&fsync)?;
     let _ = std::fs::remove_file(&scratch.0);
 
-    // Large enough not to wrap around within the run on this class of disk, so that every
-    // write lands on fresh space as the engine's appends do.
-    let durable_size = if short { "2G" } else { "4G" };
+    // Nominally larger than any run writes, so that fio never wraps around to overwrite what
+    // it wrote (overwrites need no allocation and sync faster: a run that wrapped measured
+    // 762 MB/s here against 355-381 MB/s for fresh space); without fallocate only what is
+    // written takes space. Every write lands on fresh space, as the engine's appends do.
+    let durable_size = "16G";
     let durable = run_job(
         &scratch.0,
         runtime_s,
@@ -105,6 +107,7 @@ pub fn measure(dir: &Path, runtime: Duration) -> Result<FioBaseline> {
             "--direct=1",
             "--ioengine=psync",
             "--fdatasync=1",
+            "--fallocate=none",
             &format!("--size={durable_size}"),
         ],
     )?;
