@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod segment;
 pub mod shard_log;
+pub mod signal;
 pub mod sim;
 pub mod storage;
 pub mod sys;

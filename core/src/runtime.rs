@@ -28,6 +28,7 @@ use crate::dma::DmaStorage;
 use crate::engine::{self, Controller, EngineError, ShardHosts, ShardKey};
 use crate::format::ProducerStamp;
 use crate::shard_log::{self, LogConfig, ReadLimits, ShardLog, StampedBatch, StartPosition};
+use crate::signal::CommitSignal;
 use crate::types::{HashKey, Record, SequenceNumber, ShardId, StoredRecord, StreamName};
 
 /// Start-up settings. Everything has a default that works on a laptop.
@@ -197,6 +198,24 @@ struct Shared {
     routing: RwLock<Routing>,
     threads: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
     cores: Vec<flume::Sender<CoreMsg>>,
+    signals: Signals,
+}
+
+/// Each shard's commit signal, made by whoever asks first: the shard task or a reader.
+#[derive(Clone, Default)]
+struct Signals(Arc<Mutex<HashMap<ShardKey, Arc<CommitSignal>>>>);
+
+impl Signals {
+    fn get(&self, key: ShardKey) -> Arc<CommitSignal> {
+        self.0.lock().expect("not poisoned").entry(key).or_insert_with(CommitSignal::new).clone()
+    }
+
+    /// The shard is gone: wake its readers (their next read says so) and forget it.
+    fn remove(&self, key: ShardKey) {
+        if let Some(signal) = self.0.lock().expect("not poisoned").remove(&key) {
+            signal.notify();
+        }
+    }
 }
 
 /// A handle on the running engine; cheap to clone, usable from any thread.
@@ -226,6 +245,7 @@ impl Engine {
             routing: RwLock::new(Routing::default()),
             threads: Mutex::new(Vec::new()),
             cores: core_txs.clone(),
+            signals: Signals::default(),
         });
         let (started_tx, started_rx) = flume::bounded::<Result<(), EngineError>>(1);
         let mut control_rx = Some(control_rx);
@@ -562,6 +582,20 @@ impl Engine {
         Ok((stream.meta.clone(), sender.clone()))
     }
 
+    /// The shard's commit signal: take its generation before a read, and when the read
+    /// finds nothing new, wait for [`CommitSignal::changed`] instead of polling.
+    pub fn commit_signal(&self, name: &StreamName, shard: ShardId) -> Result<Arc<CommitSignal>, EngineError> {
+        let routing = self.shared.routing.read().expect("not poisoned");
+        let stream = routing
+            .streams
+            .get(name.as_str())
+            .ok_or_else(|| EngineError::StreamNotFound { name: name.to_string() })?;
+        if !stream.shards.contains_key(&shard.0) {
+            return Err(EngineError::ShardNotFound { stream: name.to_string(), shard });
+        }
+        Ok(self.shared.signals.get(ShardKey { stream_uid: stream.meta.uid, shard }))
+    }
+
     /// Resolves an iterator's start to a position in the shard.
     pub async fn resolve(
         &self,
@@ -706,6 +740,7 @@ async fn core_main(
     started: flume::Sender<Result<(), EngineError>>,
 ) {
     let storage = DmaStorage::new(&config.data_dir);
+    let signals = shared.signals.clone();
     if let Err(error) = crate::dma::probe_device(&config.data_dir, core).await {
         let _ = started.send(Err(error.into()));
         return;
@@ -730,8 +765,15 @@ async fn core_main(
                 match engine::open_shard_log(&storage, &dir, epoch, config.log, closed, now_ms).await {
                     Ok(log) => {
                         let (tx, rx) = flume::bounded(config.shard_inbox);
-                        let task =
-                            shard_task(key, log, rx, storage.clone(), epoch, config.clone(), background);
+                        let shard = ShardContext {
+                            key,
+                            storage: storage.clone(),
+                            epoch,
+                            config: config.clone(),
+                            background,
+                            signals: signals.clone(),
+                        };
+                        let task = shard_task(shard, log, rx);
                         glommio::spawn_local_into(task, ingest).expect("queue exists").detach();
                         let _ = reply.send(Ok(tx));
                     }
@@ -824,15 +866,19 @@ fn publish(ctl: &Ctl, shared: &Shared) {
     shared.routing.write().expect("not poisoned").streams = streams;
 }
 
-async fn shard_task(
+/// What a shard task works with besides its log and inbox.
+struct ShardContext {
     key: ShardKey,
-    mut log: ShardLog<DmaStorage>,
-    inbox: flume::Receiver<ShardMsg>,
     storage: DmaStorage,
     epoch: u64,
     config: EngineConfig,
     background: TaskQueueHandle,
-) {
+    signals: Signals,
+}
+
+async fn shard_task(shard: ShardContext, mut log: ShardLog<DmaStorage>, inbox: flume::Receiver<ShardMsg>) {
+    let ShardContext { key, storage, epoch, config, background, signals } = shard;
+    let signal = signals.get(key);
     let mut closed = false;
     log.set_keyring(config.keyring.clone());
     while let Ok(first) = recv_or_tick(&inbox, config.heartbeat_interval).await {
@@ -856,6 +902,9 @@ async fn shard_task(
         }
         if !appends.is_empty() {
             commit_group(key, &mut log, appends, closed).await;
+            // Readers waiting for new records look again (a failed commit wakes them for
+            // nothing, which costs them one read).
+            signal.notify();
             if log.is_poisoned() {
                 // The page cache can no longer be trusted: recover from the disk.
                 let dir = log.dir().to_owned();
@@ -905,6 +954,7 @@ async fn shard_task(
                 ShardMsg::Remove { reply } => {
                     let dir = log.dir().to_owned();
                     drop(log);
+                    signals.remove(key);
                     let _ = reply.send(engine::remove_dir_files(&storage, &dir).await.map_err(Into::into));
                     return;
                 }

@@ -26,8 +26,9 @@ const EVENT_BYTES_MAX: usize = 2 << 20;
 /// An event goes out at least this often, records or not, so the client knows the session
 /// is alive (AWS: every 5 s).
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// Longest wait between looks at a caught-up shard.
-const POLL_MAX: Duration = Duration::from_millis(50);
+/// Longest wait between looks at a caught-up shard. The shard's commit signal wakes a
+/// session at once; this only backs it up.
+const POLL_MAX: Duration = Duration::from_millis(500);
 /// Events buffered per session before the session waits for the client.
 const EVENTS_BUFFERED: usize = 4;
 
@@ -92,9 +93,11 @@ impl KinesisApi {
 
     async fn pump(&self, mut session: Session, tx: tokio::sync::mpsc::Sender<Bytes>) {
         let mut last_sent: Option<Instant> = None;
-        let mut idle = Duration::from_millis(1);
+        // Woken by the shard's commits; timers only for heartbeats and the session's end.
+        let signal = self.engine.commit_signal(&session.stream, session.shard).ok();
         while Instant::now() < session.deadline {
             let limits = ReadLimits { max_records: 10_000, max_bytes: EVENT_BYTES_MAX };
+            let seen = signal.as_ref().map(|signal| signal.generation());
             let read = match self.engine.read(&session.stream, session.shard, session.position, limits).await
             {
                 Ok(read) => read,
@@ -148,11 +151,22 @@ impl KinesisApi {
                 None => return,
                 Some(next) => session.position = next,
             }
-            if has_records {
-                idle = Duration::from_millis(1);
-            } else {
-                tokio::time::sleep(idle).await;
-                idle = (idle * 2).min(POLL_MAX);
+            if !has_records {
+                // Caught up: wait for a commit, the next heartbeat, the session's end or the
+                // client going away, whichever comes first.
+                let heartbeat_due = last_sent.map_or(Instant::now(), |sent| sent + HEARTBEAT);
+                let wake_at = heartbeat_due.min(session.deadline).min(Instant::now() + POLL_MAX);
+                let committed = async {
+                    match (&signal, seen) {
+                        (Some(signal), Some(seen)) => signal.changed(seen).await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = committed => {}
+                    _ = tokio::time::sleep_until(wake_at.into()) => {}
+                    _ = tx.closed() => return,
+                }
             }
         }
     }

@@ -374,9 +374,9 @@ async fn checkpoint(
     Ok(Message::CheckpointAck)
 }
 
-/// Longest wait between looks at a caught-up shard: bounds the push latency that polling
-/// adds (the engine has no "new records" notification yet).
-const SUBSCRIPTION_POLL_MAX: Duration = Duration::from_millis(2);
+/// Longest wait between looks at a caught-up shard. The shard's commit signal wakes a
+/// subscription at once; this only backs it up (a shard removed and made again, say).
+const SUBSCRIPTION_POLL_MAX: Duration = Duration::from_millis(500);
 
 /// A push subscription: RECORDS frames with the SUBSCRIBE's id, as records become durable,
 /// never more records than the client has granted credits for.
@@ -418,7 +418,14 @@ impl Subscription {
                 }
             },
         };
-        let mut idle = Duration::from_micros(200);
+        // Woken by the shard's commits; the timer only backs it up.
+        let signal = match engine.commit_signal(&name, shard) {
+            Ok(signal) => signal,
+            Err(error) => {
+                let _ = answers.send(failed(engine_error(error))).await;
+                return;
+            }
+        };
         loop {
             while let Ok(credits) = more.try_recv() {
                 self.credits = self.credits.saturating_add(credits);
@@ -431,6 +438,7 @@ impl Subscription {
                 continue;
             }
             let limits = ReadLimits { max_records: self.credits.min(10_000) as usize, max_bytes: 4 << 20 };
+            let seen = signal.generation();
             let outcome = match engine.read(&name, shard, position, limits).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
@@ -456,21 +464,20 @@ impl Subscription {
                 }
                 self.credits -= count as u32;
                 position = next;
-                idle = Duration::from_micros(200);
                 if ended {
                     return;
                 }
                 continue;
             }
-            // Caught up: look again soon, or as soon as credits arrive.
+            // Caught up: look again once the shard commits, or credits arrive.
             tokio::select! {
-                _ = tokio::time::sleep(idle) => {}
+                _ = signal.changed(seen) => {}
+                _ = tokio::time::sleep(SUBSCRIPTION_POLL_MAX) => {}
                 credits = more.recv() => match credits {
                     Some(credits) => self.credits = self.credits.saturating_add(credits),
                     None => return,
                 },
             }
-            idle = (idle * 2).min(SUBSCRIPTION_POLL_MAX);
         }
     }
 }
