@@ -207,7 +207,7 @@ struct Signals(Arc<Mutex<HashMap<ShardKey, Arc<CommitSignal>>>>);
 
 impl Signals {
     fn get(&self, key: ShardKey) -> Arc<CommitSignal> {
-        self.0.lock().expect("not poisoned").entry(key).or_insert_with(CommitSignal::new).clone()
+        self.0.lock().expect("not poisoned").entry(key).or_default().clone()
     }
 
     /// The shard is gone: wake its readers (their next read says so) and forget it.
