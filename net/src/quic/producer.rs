@@ -55,6 +55,11 @@ impl Default for ProducerConfig {
 
 type Outcome = Result<SequenceNumber, QuicError>;
 
+/// What every caller gets once the producer's tasks are gone.
+fn stopped() -> QuicError {
+    QuicError::Lost { what: "the producer has stopped".into() }
+}
+
 /// Who waits for a record's acknowledgement.
 enum Reply {
     /// A caller of `send` or `queue`.
@@ -147,6 +152,12 @@ impl Producer {
         Producer { items, memory, buffer_bytes_max }
     }
 
+    /// Waits for `bytes` of buffer (all of it, for more than the whole buffer).
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, QuicError> {
+        let bytes = bytes.clamp(1, self.buffer_bytes_max) as u32;
+        self.memory.clone().acquire_many_owned(bytes).await.map_err(|_| stopped())
+    }
+
     async fn enqueue(
         &self,
         stream: &str,
@@ -154,18 +165,12 @@ impl Producer {
         data: Vec<u8>,
         reply: Option<Reply>,
     ) -> Result<(), QuicError> {
-        let bytes = (data.len() + partition_key.len()).clamp(1, self.buffer_bytes_max) as u32;
-        let permit = self
-            .memory
-            .clone()
-            .acquire_many_owned(bytes)
-            .await
-            .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?;
+        let permit = self.reserve(data.len() + partition_key.len()).await?;
         let record = PutRecord { partition_key: partition_key.to_owned(), explicit_hash_key: None, data };
         self.items
             .send(Inbound::One(Item { stream: Arc::from(stream), record, reply, _permit: Some(permit) }))
             .await
-            .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })
+            .map_err(|_| stopped())
     }
 
     /// Sends one record; resolves with its sequence number once it is durable.
@@ -177,7 +182,7 @@ impl Producer {
     ) -> Result<SequenceNumber, QuicError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(stream, partition_key, data, Some(Reply::One(reply))).await?;
-        answer.await.map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Queues one record in call order (waiting only for buffer space) and returns the
@@ -191,9 +196,7 @@ impl Producer {
     ) -> Result<impl std::future::Future<Output = Result<SequenceNumber, QuicError>>, QuicError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(stream, partition_key, data, Some(Reply::One(reply))).await?;
-        Ok(
-            async move { answer.await.map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })? },
-        )
+        Ok(async move { answer.await.map_err(|_| stopped())? })
     }
 
     /// Queues many records at once, as [`Producer::queue`] does one (a `PutRecords` of this
@@ -209,14 +212,7 @@ impl Producer {
         let count = records.len();
         let (done, answer) = oneshot::channel();
         if count > 0 {
-            let bytes: usize = records.iter().map(|(key, data)| key.len() + data.len()).sum();
-            let bytes = bytes.clamp(1, self.buffer_bytes_max) as u32;
-            let permit = self
-                .memory
-                .clone()
-                .acquire_many_owned(bytes)
-                .await
-                .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?;
+            let permit = self.reserve(records.iter().map(|(key, data)| key.len() + data.len()).sum()).await?;
             let many = Arc::new(Many {
                 state: std::sync::Mutex::new(ManyState {
                     outcomes: (0..count).map(|_| None).collect(),
@@ -236,18 +232,11 @@ impl Producer {
                     _permit: None,
                 })
                 .collect();
-            self.items
-                .send(Inbound::Many(items))
-                .await
-                .map_err(|_| QuicError::Lost { what: "the producer has stopped".into() })?;
+            self.items.send(Inbound::Many(items)).await.map_err(|_| stopped())?;
         } else {
             let _ = done.send(Vec::new());
         }
-        Ok(async move {
-            answer.await.unwrap_or_else(|_| {
-                (0..count).map(|_| Err(QuicError::Lost { what: "the producer has stopped".into() })).collect()
-            })
-        })
+        Ok(async move { answer.await.unwrap_or_else(|_| (0..count).map(|_| Err(stopped())).collect()) })
     }
 
     /// Fire and forget: returns once the record is buffered (waiting while the buffer is
@@ -417,7 +406,7 @@ async fn dispatch(
     });
     if let Err(mpsc::error::SendError(item)) = sender.send(item) {
         if let Some(reply) = item.reply {
-            reply.send(Err(QuicError::Lost { what: "the producer has stopped".into() }));
+            reply.send(Err(stopped()));
         }
     }
 }
