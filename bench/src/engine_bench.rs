@@ -129,10 +129,7 @@ pub fn run(args: &EngineArgs) -> Result<()> {
         args.producers,
         args.batch_records,
         args.record_bytes,
-        match args.rate_records_per_s {
-            Some(rate) => format!("open loop at {rate} records/s"),
-            None => "closed loop".to_owned(),
-        }
+        report::load_mode(args.rate_records_per_s)
     );
 
     let measured = measure(&engine, &name, shard_count, args, duration);

@@ -170,10 +170,7 @@ async fn measure(args: &KinesisArgs, stream: &str, admin: &mut KinesisClient) ->
         args.producers,
         args.batch_records,
         args.record_bytes,
-        match args.rate_records_per_s {
-            Some(rate) => format!("open loop at {rate} records/s"),
-            None => "closed loop".to_owned(),
-        }
+        report::load_mode(args.rate_records_per_s)
     );
     let start = Instant::now();
     let window = Window { start, measure_from: start + WARM_UP, measure_until: start + WARM_UP + duration };

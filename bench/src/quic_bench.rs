@@ -200,10 +200,7 @@ async fn measure(args: &QuicArgs, stream: &str) -> Result<(Summary, Histogram<u6
             format!("window {}", args.window)
         },
         args.record_bytes,
-        match args.rate_records_per_s {
-            Some(rate) => format!("open loop at {rate} records/s"),
-            None => "closed loop".to_owned(),
-        }
+        report::load_mode(args.rate_records_per_s)
     );
     let start = Instant::now();
     let duration = Duration::from_secs(args.duration_s);

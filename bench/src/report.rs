@@ -77,6 +77,14 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
     }
 }
 
+/// How the load is offered, for a run's first line.
+pub fn load_mode(rate_records_per_s: Option<u64>) -> String {
+    match rate_records_per_s {
+        Some(rate) => format!("open loop at {rate} records/s"),
+        None => "closed loop".to_owned(),
+    }
+}
+
 /// Lines for a person reading the terminal.
 pub fn human_lines(summary: &Summary, fio: Option<&FioBaseline>) -> Vec<String> {
     let mut lines = vec![

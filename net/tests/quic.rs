@@ -69,8 +69,11 @@ fn create(name: &str, shards: u32) -> StreamName {
     name
 }
 
-/// Every record of every shard through READ requests: shard → [(sequence, key, data)].
-async fn read_all(client: &QuicClient, stream: &str) -> BTreeMap<u32, Vec<(u128, String, Vec<u8>)>> {
+/// Every record of every shard: shard → [(sequence, key, data)].
+type Stored = BTreeMap<u32, Vec<(u128, String, Vec<u8>)>>;
+
+/// Every record of every shard through READ requests.
+async fn read_all(client: &QuicClient, stream: &str) -> Stored {
     let channel = client.channel().await.unwrap();
     let Message::Description { shards } =
         channel.request(&Message::Describe { stream: stream.into() }).await.unwrap()
@@ -99,6 +102,20 @@ async fn read_all(client: &QuicClient, stream: &str) -> BTreeMap<u32, Vec<(u128,
         all.insert(shard.id, records);
     }
     all
+}
+
+/// Within each shard, the records of a key are stored in the order they were sent: the
+/// send index that `index_of` reads from a record's data increases per key.
+fn assert_per_key_order(stored: &Stored, index_of: impl Fn(&str) -> u32) {
+    let mut last_per_key: BTreeMap<&str, u32> = BTreeMap::new();
+    for records in stored.values() {
+        for (_, key, data) in records {
+            let index = index_of(&String::from_utf8_lossy(data));
+            if let Some(last) = last_per_key.insert(key, index) {
+                assert!(last < index, "key {key}: {index} stored after {last}");
+            }
+        }
+    }
 }
 
 /// `queue_many` (the SDK's PutRecords) mixed with single `queue` calls: every record is
@@ -156,15 +173,7 @@ fn queue_many_answers_each_record_where_it_is_stored() {
                 "record {index} is answered with the sequence it is stored under"
             );
         }
-        let mut last_per_key: BTreeMap<String, u32> = BTreeMap::new();
-        for records in stored.values() {
-            for (_, key, data) in records {
-                let at: u32 = String::from_utf8_lossy(data).split(':').nth(1).unwrap().parse().unwrap();
-                if let Some(last) = last_per_key.insert(key.clone(), at) {
-                    assert!(last < at, "key {key}: {at} stored after {last}");
-                }
-            }
-        }
+        assert_per_key_order(&stored, |data| data.split(':').nth(1).unwrap().parse().unwrap());
     });
 }
 
@@ -189,15 +198,7 @@ fn producer_keeps_per_key_order_across_shards() {
         let stored = read_all(&client, "ordered").await;
         let total: usize = stored.values().map(Vec::len).sum();
         assert_eq!(total, 2000);
-        let mut last_index_per_key: BTreeMap<String, u32> = BTreeMap::new();
-        for records in stored.values() {
-            for (_, key, data) in records {
-                let index: u32 = String::from_utf8_lossy(data).rsplit(':').next().unwrap().parse().unwrap();
-                if let Some(last) = last_index_per_key.insert(key.clone(), index) {
-                    assert!(last < index, "key {key}: {index} stored after {last}");
-                }
-            }
-        }
+        assert_per_key_order(&stored, |data| data.rsplit(':').next().unwrap().parse().unwrap());
         // Each acknowledged sequence number is where the record is.
         let by_sequence: BTreeMap<u128, Vec<u8>> =
             stored.values().flatten().map(|(sequence, _, data)| (*sequence, data.clone())).collect();
