@@ -13,9 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use futures_lite::future::block_on;
-use millrace_core::catalog::StreamMode;
-use millrace_core::runtime::{Engine, EngineConfig};
-use millrace_core::types::{PartitionKey, Record, StreamName};
+use millrace_core::{Engine, EngineConfig, PartitionKey, Record, ResourceKey, StreamMode, StreamName};
 
 use crate::fio;
 use crate::report::{self, ProducerTally, Summary};
@@ -135,8 +133,11 @@ pub fn run(args: &EngineArgs) -> Result<()> {
     let measured = measure(&engine, &name, shard_count, args, duration);
     // Clean up whatever happened, so that repeated runs do not fill the disk; but only
     // delete a stream this run created.
-    let deleted =
-        if engine.describe(&name).is_ok() { block_on(engine.delete_stream(&name, true)) } else { Ok(()) };
+    let deleted = if engine.describe_stream(&name).is_ok() {
+        block_on(engine.delete_stream(&name, true))
+    } else {
+        Ok(())
+    };
     engine.shutdown();
     let summary = measured?;
     deleted.context("deleting the bench stream")?;
@@ -298,7 +299,8 @@ fn produce(
             }
             None => Instant::now(),
         };
-        block_on(engine.append(name, records)).with_context(|| format!("producer {producer}: append"))?;
+        block_on(engine.append(&ResourceKey::from(name), records))
+            .with_context(|| format!("producer {producer}: append"))?;
         let acked = Instant::now();
         batch_index += 1;
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use millrace_net::aws::Value;
 use millrace_net::client::{ClientError, Credentials, KinesisClient};
-use millrace_net::kinesis::value::Value;
 
 use crate::report::{self, ProducerTally, Summary};
 
@@ -116,7 +116,11 @@ async fn run_async(args: &KinesisArgs) -> Result<()> {
     let (stream, owned) = match &args.stream {
         Some(stream) => (stream.clone(), false),
         None => {
-            let stream = format!("bench-{}-{}", std::process::id(), millrace_core::runtime::now_ms());
+            let stream = format!(
+                "bench-{}-{}",
+                std::process::id(),
+                millrace_core::Clock::now_ms(&millrace_core::SystemClock)
+            );
             let request = Value::map().with("StreamName", stream.as_str()).with("ShardCount", args.shards);
             admin.call("CreateStream", &request).await.context("creating the bench stream")?;
             (stream, true)

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use hdrhistogram::Histogram;
+use millrace_net::aws::Value;
 use millrace_net::client::{Credentials, KinesisClient};
-use millrace_net::kinesis::value::Value;
 use millrace_net::quic::client::{ClientConfig, QuicClient};
 use millrace_net::quic::consumer::{Consumer, ConsumerConfig};
 use millrace_net::quic::frame::ReadStart;
@@ -156,7 +156,11 @@ async fn run_async(args: &QuicArgs) -> Result<(Summary, Histogram<u64>)> {
     let credentials =
         Credentials { access_key_id: keys.access_key_id, secret_access_key: keys.secret_access_key };
     let mut admin = KinesisClient::new(&args.http_endpoint, Some(credentials), "us-east-1")?;
-    let stream = format!("bench-quic-{}-{}", std::process::id(), millrace_core::runtime::now_ms());
+    let stream = format!(
+        "bench-quic-{}-{}",
+        std::process::id(),
+        millrace_core::Clock::now_ms(&millrace_core::SystemClock)
+    );
     admin
         .call(
             "CreateStream",

@@ -90,7 +90,9 @@ const _: () = assert!(offset_of!(BatchHeader, reserved1) == 56);
 ///  4      2   version         1
 ///  6      2   flags           0
 ///  8      4   crc32c          CRC32C of bytes 12..64
-/// 12      4   reserved0       0
+/// 12      4   schema          layout version of the frame bodies: 0 for shard logs (and
+///                             for catalogs written before schemas had versions); each
+///                             journal's own number otherwise (see `journal`)
 /// 16     16   first_sequence  the shard's next sequence number when the segment was made;
 ///                             a lower bound for every frame in it (survives trimming)
 /// 32      8   segment_id      the number in the file name
@@ -105,7 +107,7 @@ pub struct SegmentHeader {
     pub version: U16,
     pub flags: U16,
     pub crc32c: U32,
-    pub reserved0: U32,
+    pub schema: U32,
     pub first_sequence: U128,
     pub segment_id: U64,
     pub created_ms: I64,
@@ -320,13 +322,13 @@ pub fn sealing_context(meta: &FrameMeta) -> [u8; 20] {
 }
 
 /// Builds a segment's header block.
-pub fn encode_segment_header(segment_id: u64, first_sequence: u128, created_ms: i64) -> Vec<u8> {
+pub fn encode_segment_header(segment_id: u64, first_sequence: u128, created_ms: i64, schema: u32) -> Vec<u8> {
     let mut header = SegmentHeader {
         magic: SEGMENT_MAGIC.into(),
         version: FORMAT_VERSION.into(),
         flags: 0.into(),
         crc32c: 0.into(),
-        reserved0: 0.into(),
+        schema: schema.into(),
         first_sequence: first_sequence.into(),
         segment_id: segment_id.into(),
         created_ms: created_ms.into(),
@@ -352,7 +354,7 @@ pub fn decode_segment_header(block: &[u8]) -> Result<SegmentHeader, FrameError> 
     if computed != header.crc32c.get() {
         return Err(FrameError::BadCrc { stored: header.crc32c.get(), computed });
     }
-    if header.flags.get() != 0 || header.reserved0.get() != 0 || header.reserved1 != [0; 16] {
+    if header.flags.get() != 0 || header.reserved1 != [0; 16] {
         return Err(FrameError::NonZeroReserved);
     }
     Ok(header)

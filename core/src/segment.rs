@@ -73,6 +73,8 @@ pub struct Segment<F> {
     path: String,
     /// The shard's next sequence number when the segment was created.
     pub base_sequence: u128,
+    /// Layout version of the frame bodies, from the header (0 for shard logs).
+    pub schema: u32,
     /// Committed bytes of the data area.
     end: u64,
     /// The committed partial last block: `end % BLOCK_BYTES` bytes.
@@ -92,10 +94,11 @@ impl<F: StorageFile> Segment<F> {
         base_sequence: u128,
         now_ms: i64,
         prealloc_bytes: u64,
+        schema: u32,
     ) -> Result<Segment<F>, IoError> {
         let path = crate::storage::join(dir, &segment_file_name(id));
         let file = storage.create(&path, prealloc_bytes).await?;
-        file.write_at(HEADER_OFFSET, &encode_segment_header(id, base_sequence, now_ms)).await?;
+        file.write_at(HEADER_OFFSET, &encode_segment_header(id, base_sequence, now_ms, schema)).await?;
         file.sync().await?;
         storage.sync_dir(dir).await?;
         Ok(Segment {
@@ -103,6 +106,7 @@ impl<F: StorageFile> Segment<F> {
             file,
             path,
             base_sequence,
+            schema,
             end: 0,
             tail: Vec::new(),
             next_generation: 1,
@@ -203,6 +207,37 @@ impl<F: StorageFile> Segment<F> {
         self.end = offset;
         self.tail = new_tail;
         Ok(())
+    }
+
+    /// Writes committed bytes `[offset, offset + len)` of a sealed segment again, as they
+    /// are, and syncs them: bytes that recovery found visible become durable even if an
+    /// earlier fdatasync failed (the page cache, or a drive's volatile cache, may show bytes
+    /// the disk lost). Full blocks are written where they are; the partial last block goes to
+    /// its place in the data area, zero padded (sealed: no commit will write there again; the
+    /// slots that hold the same prefix stay valid). Writing identical bytes cannot tear
+    /// anything acknowledged.
+    pub async fn rewrite_durably(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        assert!(self.sealed, "only sealed segments are rewritten");
+        assert!(len > 0 && offset + len <= self.end, "rewrite inside the committed data");
+        let block = BLOCK_BYTES as u64;
+        let first = offset / block;
+        let last = (offset + len - 1) / block;
+        let full_blocks = (self.end - self.tail.len() as u64) / block;
+        if first < full_blocks {
+            let upto = last.min(full_blocks - 1);
+            let want = ((upto - first + 1) * block) as usize;
+            let read = self.file.read_at(DATA_START + first * block, want).await?;
+            let mut bytes = read.to_vec();
+            // Blocks past the file's end were never written and read as zeros.
+            bytes.resize(want, 0);
+            self.file.write_at(DATA_START + first * block, &bytes).await?;
+        }
+        if last >= full_blocks && !self.tail.is_empty() {
+            let mut bytes = self.tail.clone();
+            bytes.resize(BLOCK_BYTES, 0);
+            self.file.write_at(DATA_START + full_blocks * block, &bytes).await?;
+        }
+        self.file.sync().await
     }
 
     fn note_frame(&mut self, offset: u64, meta: &FrameMeta) {
@@ -372,6 +407,8 @@ impl<B: std::ops::Deref<Target = [u8]>> SegmentBytes<B> {
 pub struct Recovered {
     pub end: u64,
     pub stopped_at: Option<String>,
+    /// Frames stamped by idempotent producers, in order: stamp, first sequence, records.
+    pub stamps: Vec<(format::ProducerStamp, u128, u32)>,
 }
 
 /// Recovers a segment: validates the header, overlays the valid tail slots, walks the
@@ -400,12 +437,14 @@ pub async fn recover<S: Storage>(
     slots.sort_by_key(|slot| slot.generation);
     let next_generation = slots.last().map_or(1, |slot| slot.generation + 1);
     let base_sequence = header.first_sequence.get();
+    let schema = header.schema.get();
 
     let mut segment = Segment {
         id,
         file,
         path,
         base_sequence,
+        schema,
         end: 0,
         tail: Vec::new(),
         next_generation,
@@ -416,6 +455,7 @@ pub async fn recover<S: Storage>(
     let mut window = RecoveryWindow { start: 0, bytes: Vec::new(), slots: &slots };
     let mut offset = 0u64;
     let mut next_sequence = base_sequence;
+    let mut stamps = Vec::new();
     let stopped_at = loop {
         let header_bytes = window.get(&segment.file, offset, 64).await?;
         let needed = match decode_frame(header_bytes) {
@@ -432,6 +472,9 @@ pub async fn recover<S: Storage>(
             break Some(format!("sequence {} goes backwards", frame.meta.base_sequence));
         }
         next_sequence = frame.last_sequence() + 1;
+        if let Some(stamp) = frame.producer {
+            stamps.push((stamp, frame.meta.base_sequence, frame.meta.record_count));
+        }
         let meta = frame.meta;
         let len = frame.len as u64;
         segment.note_frame(offset, &meta);
@@ -456,7 +499,7 @@ pub async fn recover<S: Storage>(
         window.get(&segment.file, tail_start as u64, (offset as usize) - tail_start).await?.to_vec();
     // Whatever recovery accepted becomes durable before anything builds on it.
     segment.file.sync().await?;
-    Ok(Some((segment, Recovered { end: offset, stopped_at })))
+    Ok(Some((segment, Recovered { end: offset, stopped_at, stamps })))
 }
 
 /// A sequential window over the data area with the tail slots laid over it.
@@ -511,7 +554,7 @@ mod tests {
                 let disk = SimDisk::new(0, Faults::default());
                 disk.create_dir_all("s").await.unwrap();
                 let file = disk.create("s/00000000000000000001.seg", 0).await.unwrap();
-                let mut bytes = format::encode_segment_header(1, 0, 0);
+                let mut bytes = format::encode_segment_header(1, 0, 0, 0);
                 bytes.extend_from_slice(&garbage);
                 bytes.resize(bytes.len().div_ceil(BLOCK_BYTES) * BLOCK_BYTES, 0);
                 file.write_at(0, &bytes).await.unwrap();
@@ -530,7 +573,7 @@ mod tests {
             block_on(async {
                 let disk = SimDisk::new(seed, Faults::default());
                 disk.create_dir_all("s").await.unwrap();
-                let mut segment = Segment::create(&disk, "s", 1, 0, 0, 0).await.unwrap();
+                let mut segment = Segment::create(&disk, "s", 1, 0, 0, 0, 0).await.unwrap();
                 let mut expected = Vec::new();
                 for (index, size) in sizes.iter().enumerate() {
                     let body = vec![index as u8; *size];

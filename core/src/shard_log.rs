@@ -3,10 +3,12 @@
 //! Single-owner: one task holds a `ShardLog` and serves every request for it in turn.
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::catalog::{Closed, InheritedStamp};
 use crate::crypto::{CryptoError, Keyring};
+use crate::dedupe::{LastBatch, ProducerTable};
 use crate::format::ProducerStamp;
 use crate::format::{self, BatchBody, BodyRecord, FrameMeta};
 use crate::segment::{self, parse_segment_file_name, ScanError, Segment};
@@ -75,6 +77,20 @@ pub enum LogError {
     Crypto { dir: String, source: CryptoError },
 }
 
+impl LogError {
+    /// The shard directory concerned.
+    pub fn dir(&self) -> &str {
+        match self {
+            LogError::Io { dir, .. }
+            | LogError::Poisoned { dir, .. }
+            | LogError::Closed { dir }
+            | LogError::Scan { dir, .. }
+            | LogError::ForeignSequence { dir, .. }
+            | LogError::Crypto { dir, .. } => dir,
+        }
+    }
+}
+
 /// Sealed segments that retention detached; their files are to be removed.
 pub struct Expired(pub Vec<String>);
 
@@ -92,8 +108,10 @@ pub struct ShardLog<S: Storage> {
     frame_buf: Vec<u8>,
     /// Opens sealed frames and seals new ones; absent when no key is configured.
     keyring: Option<Arc<Keyring>>,
-    /// Each idempotent producer's last stored batch: its number and first sequence number.
-    producers: HashMap<u64, (u32, u128)>,
+    /// Each idempotent producer's last stored batch.
+    producers: ProducerTable,
+    /// What the parents left (kept to give it again to a log recovered after a failure).
+    inherited: (Arc<[InheritedStamp]>, bool),
 }
 
 /// A batch to append: its records, the key id that seals it, the producer stamp that makes
@@ -104,10 +122,6 @@ pub struct StampedBatch {
     pub key_id: Option<Arc<str>>,
     pub producer: Option<ProducerStamp>,
 }
-
-/// Segments (newest first, with records) scanned at open for producer stamps. A producer
-/// retries only its last unacknowledged batches, which are in the newest segments.
-const PRODUCER_SCAN_SEGMENTS: usize = 2;
 
 impl<S: Storage + Clone> ShardLog<S> {
     /// Opens (recovering every segment) or creates the log in `dir`. Sequence numbers of
@@ -129,14 +143,32 @@ impl<S: Storage + Clone> ShardLog<S> {
         // from the start (SubscribeToShard's ContinuationSequenceNumber relies on this).
         let mut next_sequence = SequenceNumber::new(epoch, 1).0;
         let mut last_arrival_ms = 0;
+        // Idempotent producers' last batches, from every frame recovery walked.
+        let mut producers = ProducerTable::default();
         for id in ids {
             match segment::recover(storage, dir, id).await.map_err(io)? {
-                Some((segment, _recovered)) => {
+                Some((segment, recovered)) => {
+                    if segment.schema != 0 {
+                        let source = IoError::new(
+                            "open",
+                            segment.path(),
+                            std::io::Error::other(format!(
+                                "segment schema {} is not a shard log's",
+                                segment.schema
+                            )),
+                        );
+                        return Err(LogError::Io { dir: dir.to_owned(), source });
+                    }
                     next_sequence = next_sequence.max(segment.base_sequence);
                     if let Some(last) = segment.stats.last_sequence {
                         next_sequence = next_sequence.max(last + 1);
                     }
                     last_arrival_ms = last_arrival_ms.max(segment.stats.last_arrival_ms);
+                    for (stamp, base, count) in recovered.stamps {
+                        let last =
+                            LastBatch { batch: stamp.batch, base, count, stored_in: None, proven: false };
+                        producers.record(stamp.producer_id, last);
+                    }
                     segments.push_back(segment);
                 }
                 None => {
@@ -153,24 +185,9 @@ impl<S: Storage + Clone> ShardLog<S> {
             // could still vanish in a power cut after readers saw what it protects.
             storage.sync_dir(dir).await.map_err(io)?;
         }
-        // Idempotent producers' last batches, from the newest segments that hold records.
-        let mut producers: HashMap<u64, (u32, u128)> = HashMap::new();
-        let recent: Vec<&Segment<S::File>> = segments
-            .iter()
-            .rev()
-            .filter(|segment| segment.stats.records > 0)
-            .take(PRODUCER_SCAN_SEGMENTS)
-            .collect();
-        for segment in recent.into_iter().rev() {
-            segment
-                .scan(0, |_, frame| {
-                    if let Some(stamp) = frame.producer {
-                        producers.insert(stamp.producer_id, (stamp.batch, frame.meta.base_sequence));
-                    }
-                    Ok(true)
-                })
-                .await
-                .map_err(|source| LogError::Scan { dir: dir.to_owned(), source })?;
+        if segments.front().is_some_and(|first| first.id != 1) {
+            // Retention removed segments: their producers may be gone from the record.
+            producers.forget_history();
         }
         Ok(ShardLog {
             storage: storage.clone(),
@@ -185,7 +202,82 @@ impl<S: Storage + Clone> ShardLog<S> {
             frame_buf: Vec::new(),
             keyring: None,
             producers,
+            inherited: (Arc::from([]), true),
         })
+    }
+
+    /// Gives a child shard its parents' producers (see [`crate::dedupe`]).
+    pub fn inherit(&mut self, stamps: &[InheritedStamp], complete: bool) {
+        self.producers.inherit(stamps, complete);
+        self.inherited = (Arc::from(stamps), complete);
+    }
+
+    /// Gives this log (recovered anew from the disk) what `old` inherited.
+    pub fn adopt_inherited(&mut self, old: &ShardLog<S>) {
+        let (stamps, complete) = old.inherited.clone();
+        self.inherit(&stamps, complete);
+    }
+
+    /// Before a retry is answered from `producer_id`'s last batch of this shard: makes sure
+    /// that batch's frame is durable (see [`LastBatch::proven`]).
+    pub async fn confirm(&mut self, producer_id: u64, last: LastBatch) -> Result<(), LogError> {
+        if last.proven || last.stored_in.is_some() {
+            return Ok(());
+        }
+        self.rewrite_durably(last.base).await?;
+        self.producers.prove(producer_id);
+        Ok(())
+    }
+
+    /// Makes every producer's last frame durable, so that children can answer for them.
+    pub async fn confirm_all(&mut self) -> Result<(), LogError> {
+        for (producer_id, last) in self.producers.unproven() {
+            self.confirm(producer_id, last).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the frame starting at `base` again, as it is, and syncs it.
+    async fn rewrite_durably(&self, base: u128) -> Result<(), LogError> {
+        let segment = self
+            .segments
+            .iter()
+            .find(|segment| {
+                segment.stats.first_sequence.is_some_and(|first| first <= base)
+                    && segment.stats.last_sequence.is_some_and(|last| base <= last)
+            })
+            .ok_or_else(|| LogError::ForeignSequence { dir: self.dir.clone(), sequence: base })?;
+        let mut found = None;
+        segment
+            .scan(segment.offset_for_sequence(base), |offset, frame| {
+                if frame.meta.base_sequence == base {
+                    found = Some((offset, frame.len as u64));
+                    return Ok(false);
+                }
+                Ok(frame.meta.base_sequence < base)
+            })
+            .await
+            .map_err(|source| LogError::Scan { dir: self.dir.clone(), source })?;
+        let (offset, len) =
+            found.ok_or_else(|| LogError::ForeignSequence { dir: self.dir.clone(), sequence: base })?;
+        segment
+            .rewrite_durably(offset, len)
+            .await
+            .map_err(|source| LogError::Io { dir: self.dir.clone(), source })
+    }
+
+    /// What a child of this (closed) shard inherits; `own` is this shard's id. Call
+    /// [`ShardLog::confirm_all`] first.
+    pub fn closed_state(&self, own: u32) -> Closed {
+        Closed {
+            ending_sequence: self.close_position(),
+            stamps: self.producers.export(own),
+            complete: self.producers.is_complete(),
+        }
+    }
+
+    pub(crate) fn producers(&self) -> &ProducerTable {
+        &self.producers
     }
 
     /// Opens a log that will take appends: recovers it, then starts a new segment whose
@@ -221,6 +313,7 @@ impl<S: Storage + Clone> ShardLog<S> {
     }
 
     /// The sequence number the next record will get.
+    #[cfg(test)]
     pub fn next_sequence(&self) -> u128 {
         self.next_sequence
     }
@@ -230,8 +323,9 @@ impl<S: Storage + Clone> ShardLog<S> {
         self.segments.iter().find_map(|segment| segment.stats.first_sequence).unwrap_or(self.next_sequence)
     }
 
-    pub fn last_arrival_ms(&self) -> i64 {
-        self.last_arrival_ms
+    #[cfg(test)]
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -242,6 +336,10 @@ impl<S: Storage + Clone> ShardLog<S> {
     /// number the shard will ever hold.
     pub fn close(&mut self) -> u128 {
         self.closed = true;
+        self.close_position()
+    }
+
+    fn close_position(&self) -> u128 {
         self.next_sequence.saturating_sub(1).max(SequenceNumber::new(self.epoch, 0).0)
     }
 
@@ -255,6 +353,7 @@ impl<S: Storage + Clone> ShardLog<S> {
     /// nothing is acknowledged (some batches may still be durable: at-least-once) and the log
     /// refuses writes until reopened, because after a failed fdatasync the page cache can no
     /// longer be trusted to say what is on disk.
+    #[cfg(test)]
     pub async fn append_group(
         &mut self,
         batches: Vec<Vec<Record>>,
@@ -270,6 +369,7 @@ impl<S: Storage + Clone> ShardLog<S> {
 
     /// [`ShardLog::append_group`] where a batch with a key id is sealed under it (encryption
     /// at rest). Fails before writing anything if a key id is given and no keyring is set.
+    #[cfg(test)]
     pub async fn append_group_sealed(
         &mut self,
         batches: Vec<(Vec<Record>, Option<Arc<str>>)>,
@@ -280,11 +380,6 @@ impl<S: Storage + Clone> ShardLog<S> {
             .map(|(records, key_id)| StampedBatch { records, key_id, producer: None })
             .collect();
         self.append_group_stamped(batches, now_ms).await
-    }
-
-    /// The last batch of an idempotent producer stored in this shard: its number and base.
-    pub fn producer_last(&self, producer_id: u64) -> Option<(u32, u128)> {
-        self.producers.get(&producer_id).copied()
     }
 
     /// [`ShardLog::append_group_sealed`] with producer stamps. Stamps are recorded, not
@@ -314,10 +409,10 @@ impl<S: Storage + Clone> ShardLog<S> {
         let mut stamps = Vec::new();
         for StampedBatch { records: batch, key_id, producer } in batches {
             assert!(!batch.is_empty(), "empty batch");
-            if let Some(stamp) = producer {
-                stamps.push((stamp, sequence));
-            }
             let count = u32::try_from(batch.len()).expect("batch of over 4G records");
+            if let Some(stamp) = producer {
+                stamps.push((stamp, sequence, count));
+            }
             let body = BatchBody {
                 records: batch
                     .into_iter()
@@ -361,8 +456,9 @@ impl<S: Storage + Clone> ShardLog<S> {
         match result {
             Ok(()) => {
                 self.last_arrival_ms = arrival_ms;
-                for (stamp, base) in stamps {
-                    self.producers.insert(stamp.producer_id, (stamp.batch, base));
+                for (stamp, base, count) in stamps {
+                    let last = LastBatch { batch: stamp.batch, base, count, stored_in: None, proven: true };
+                    self.producers.record(stamp.producer_id, last);
                 }
                 Ok(bases)
             }
@@ -415,9 +511,9 @@ impl<S: Storage + Clone> ShardLog<S> {
         if let Some(active) = self.segments.back_mut() {
             active.seal();
         }
+        let prealloc = self.config.prealloc_bytes;
         let segment =
-            Segment::create(&self.storage, &self.dir, id, base_sequence, now_ms, self.config.prealloc_bytes)
-                .await?;
+            Segment::create(&self.storage, &self.dir, id, base_sequence, now_ms, prealloc, 0).await?;
         self.segments.push_back(segment);
         Ok(())
     }
@@ -572,14 +668,12 @@ impl<S: Storage + Clone> ShardLog<S> {
             let segment = self.segments.pop_front().expect("checked non-empty");
             expired.push(segment.path().to_owned());
         }
+        // The producer record keeps what it learnt from the expired segments (only a rebuild
+        // at the next open goes without them).
         Ok(Expired(expired))
     }
 
-    /// Paths of every segment file (for deleting the shard).
-    pub fn segment_paths(&self) -> Vec<String> {
-        self.segments.iter().map(|segment| segment.path().to_owned()).collect()
-    }
-
+    #[cfg(test)]
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

@@ -154,12 +154,6 @@ impl SimDisk {
         state.crashed = false;
     }
 
-    /// Total bytes held in current files (for space-leak checks).
-    pub fn bytes_used(&self) -> usize {
-        let state = self.state.borrow();
-        state.names.values().map(|id| state.data[id].current.len()).sum()
-    }
-
     /// Every byte of every current file, concatenated (to check what reaches the disk).
     pub fn all_bytes(&self) -> Vec<u8> {
         let state = self.state.borrow();

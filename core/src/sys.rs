@@ -14,6 +14,7 @@ pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
 }
 
 /// The calling thread's nice value.
+#[cfg(test)]
 pub fn thread_nice() -> std::io::Result<i32> {
     // getpriority may return -1 legitimately: errno tells.
     // SAFETY: errno is thread-local; writing it before the call is how its man page says to

@@ -54,7 +54,17 @@ impl fmt::Display for StreamName {
 
 /// A shard's index within its stream, rendered as Kinesis does: `shardId-000000000007`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ShardId(pub u32);
+pub struct ShardId(pub(crate) u32);
+
+impl ShardId {
+    pub const fn new(index: u32) -> ShardId {
+        ShardId(index)
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
 
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,9 +86,17 @@ impl FromStr for ShardId {
 
 /// A point in the 128-bit hash-key space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct HashKey(pub u128);
+pub struct HashKey(pub(crate) u128);
 
 impl HashKey {
+    pub const fn new(key: u128) -> HashKey {
+        HashKey(key)
+    }
+
+    pub const fn get(self) -> u128 {
+        self.0
+    }
+
     /// The hash key Kinesis derives from a partition key: MD5 of its UTF-8 bytes read as a
     /// big-endian 128-bit integer.
     pub fn from_partition_key(partition_key: &str) -> HashKey {
@@ -179,11 +197,20 @@ impl HashKeyRange {
 /// numbers are above its parents' because the high 64 bits hold the shard's epoch, which
 /// the catalog hands out in increasing order. Rendered as a decimal string, as Kinesis does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SequenceNumber(pub u128);
+pub struct SequenceNumber(pub(crate) u128);
 
 impl SequenceNumber {
-    pub fn new(epoch: u64, counter: u64) -> SequenceNumber {
-        SequenceNumber((u128::from(epoch) << 64) | u128::from(counter))
+    /// A sequence number from its 128-bit value (the high 64 bits are the shard's epoch).
+    pub const fn from_u128(value: u128) -> SequenceNumber {
+        SequenceNumber(value)
+    }
+
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    pub const fn new(epoch: u64, counter: u64) -> SequenceNumber {
+        SequenceNumber(((epoch as u128) << 64) | counter as u128)
     }
 
     pub fn epoch(&self) -> u64 {

@@ -4,15 +4,13 @@
 //! migrates the catalog to the current schema) and compared again, then written to.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_lite::future::block_on;
-use millrace_core::crypto::Keyring;
-use millrace_core::runtime::{Engine, EngineConfig};
-use millrace_core::shard_log::{LogConfig, ReadLimits, StartPosition};
-use millrace_core::types::{PartitionKey, Record, StreamName};
+use millrace_core::{
+    Engine, EngineConfig, Keyring, LogConfig, PartitionKey, ReadLimits, Record, ResourceKey, StartPosition,
+};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/release-0.1.0");
 
@@ -43,42 +41,43 @@ fn manifest_of(engine: &Engine) -> BTreeSet<String> {
     let mut lines = BTreeSet::new();
     block_on(async {
         for name in engine.list_streams() {
-            let stream: StreamName = name.parse().unwrap();
+            let stream = ResourceKey::new(millrace_core::ResourceKind::DataStream, name.as_str());
             let meta = engine.describe(&stream).unwrap();
-            let mut line = String::new();
-            write!(
-                line,
+            let line = format!(
                 "stream {name} {:?} {} {} {:?} next_shard={} next_epoch={}",
-                meta.mode,
-                meta.retention_hours,
-                meta.max_record_bytes,
-                meta.encryption_key_id,
-                meta.next_shard_id,
-                meta.next_epoch
-            )
-            .unwrap();
+                meta.mode(),
+                meta.retention_hours(),
+                meta.max_record_bytes(),
+                meta.encryption_key_id(),
+                meta.shards().len(),
+                1 + meta.shards().iter().map(|shard| shard.epoch()).max().unwrap_or(0)
+            );
             lines.insert(line);
-            for (key, value) in &meta.tags {
+            for (key, value) in meta.tags() {
                 lines.insert(format!("tag {name} {key} {value}"));
             }
-            for consumer in &meta.consumers {
-                lines.insert(format!("consumer {name} {} {}", consumer.name, consumer.created_ms));
+            for consumer in meta.consumers() {
+                lines.insert(format!("consumer {name} {} {}", consumer.name(), consumer.created_ms()));
             }
-            for shard in &meta.shards {
+            for shard in meta.shards() {
+                let range = shard.range();
+                let parents: Vec<u32> = shard.parents().map(|parent| parent.get()).collect();
+                let ending = shard.ending_sequence().map(|sequence| sequence.as_u128());
                 lines.insert(format!(
-                    "shard {name} {} {} {} parents={:?} epoch={} ending={:?}",
-                    shard.id,
-                    shard.hash_start,
-                    shard.hash_end,
-                    shard.parents,
-                    shard.epoch,
-                    shard.ending_sequence
+                    "shard {name} {} {} {} parents={parents:?} epoch={} ending={ending:?}",
+                    shard.shard_id().get(),
+                    range.start(),
+                    range.end(),
+                    shard.epoch()
                 ));
                 for owner in ["app-1", "app-2"] {
                     if let Some(sequence) =
                         engine.get_checkpoint(&stream, owner, shard.shard_id()).await.unwrap()
                     {
-                        lines.insert(format!("checkpoint {name} {owner} {} {sequence}", shard.id));
+                        lines.insert(format!(
+                            "checkpoint {name} {owner} {} {sequence}",
+                            shard.shard_id().get()
+                        ));
                     }
                 }
                 let mut position =
@@ -92,7 +91,7 @@ fn manifest_of(engine: &Engine) -> BTreeSet<String> {
                     for record in &read.records {
                         lines.insert(format!(
                             "record {name} {} {} {} {} {}",
-                            shard.id,
+                            shard.shard_id().get(),
                             record.sequence,
                             record.partition_key,
                             record.encrypted,
@@ -136,12 +135,26 @@ fn a_release_0_1_0_data_directory_opens_intact() {
     // The first start rewrote the catalog in the current schema: it still holds everything.
     let engine = start(&dir);
     assert_same(&manifest_of(&engine), &want, "second start");
-    // And the old streams take new records.
-    let orders: StreamName = "orders".parse().unwrap();
+    // And the old streams take new records; the idempotent producer of 0.1.0 is known.
+    let orders = ResourceKey::new(millrace_core::ResourceKind::DataStream, "orders");
     let record = Record::new("key-1".parse::<PartitionKey>().unwrap(), b"written after the upgrade".to_vec());
     let appended = block_on(engine.append(&orders, vec![record])).unwrap();
     let meta = engine.describe(&orders).unwrap();
     let shard = meta.shard(appended[0].shard).unwrap();
-    assert!(shard.is_open() && appended[0].sequence.epoch() == shard.epoch);
+    assert!(shard.is_open() && shard.owns(appended[0].sequence));
+    let stamped: Vec<Record> = (0..4)
+        .map(|i| {
+            Record::new("stamped".parse::<PartitionKey>().unwrap(), format!("stamped-3-{i}").into_bytes())
+        })
+        .collect();
+    let stamp = Some(millrace_core::Stamp { producer_id: 0xfeed, batch: 3, resent: true });
+    let answered = block_on(engine.append_stamped(&orders, stamped, stamp)).unwrap();
+    let want: Vec<String> = want
+        .iter()
+        .filter(|line| line.starts_with("record orders") && line.contains(" stamped-3-"))
+        .map(|line| line.split(' ').nth(3).unwrap().to_owned())
+        .collect();
+    let got: Vec<String> = answered.into_iter().map(|done| done.unwrap().sequence.to_string()).collect();
+    assert_eq!(got, want, "a retry of 0.1.0's last stamped batch is answered with its sequence numbers");
     engine.shutdown();
 }

@@ -3,6 +3,10 @@
 //! at a random moment, restarts the engine on the same directory, and checks that every
 //! acknowledged record is there, intact, with its sequence number, in order. Several rounds
 //! on one directory. (SIGKILL keeps the page cache: the simulation proves the sync order.)
+//!
+//! Each round kills only once the child has acknowledged records (so that every round checks
+//! something), after a random further delay. The seed of the delays is printed;
+//! `MILLRACE_CRASH_SEED=N` replays one.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -11,12 +15,25 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
-use millrace_core::catalog::StreamMode;
-use millrace_core::engine::EngineError;
-use millrace_core::runtime::{Engine, EngineConfig};
-use millrace_core::shard_log::{LogConfig, ReadLimits, StartPosition};
-use millrace_core::sim::SimRng;
-use millrace_core::types::{PartitionKey, Record, StreamName};
+use millrace_core::{
+    CatalogError, Engine, EngineConfig, EngineError, LogConfig, PartitionKey, ReadLimits, Record,
+    ResourceKey, StartPosition, StreamMode, StreamName,
+};
+
+/// The test's own random numbers (xorshift64*), seeded and printed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+}
+
+/// Acknowledgements a round waits for before it starts its kill timer.
+const ACKS_BEFORE_KILL: usize = 200;
 
 const CHILD_ENV: &str = "MILLRACE_CRASH_CHILD_DIR";
 const SHARDS: u32 = 3;
@@ -48,7 +65,7 @@ fn crash_child() {
     let first_id: u64 = std::env::var("MILLRACE_CRASH_FIRST_ID").unwrap().parse().unwrap();
     let engine = Engine::start(config(&PathBuf::from(dir))).unwrap();
     match block_on(engine.create_stream(&stream(), SHARDS, StreamMode::Provisioned)) {
-        Ok(()) | Err(EngineError::StreamExists { .. }) => {}
+        Ok(()) | Err(EngineError::Catalog(CatalogError::Exists { .. })) => {}
         Err(error) => panic!("create: {error}"),
     }
     let threads: Vec<_> = (0..6u64)
@@ -69,10 +86,10 @@ fn crash_child() {
                             )
                         })
                         .collect();
-                    let acks = block_on(engine.append(&stream(), records)).unwrap();
+                    let acks = block_on(engine.append(&ResourceKey::from(&stream()), records)).unwrap();
                     let mut out = std::io::stdout().lock();
                     for (id, ack) in ids.iter().zip(acks) {
-                        writeln!(out, "ACK {id} {} {}", ack.shard.0, ack.sequence).unwrap();
+                        writeln!(out, "ACK {id} {} {}", ack.shard.get(), ack.sequence).unwrap();
                     }
                     out.flush().unwrap();
                 }
@@ -88,7 +105,12 @@ fn crash_child() {
 fn crash_test_kills_and_recovers() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("crash");
     let _ = std::fs::remove_dir_all(&dir);
-    let mut rng = SimRng::new(std::process::id() as u64);
+    let seed = std::env::var("MILLRACE_CRASH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
+    eprintln!("crash test seed {seed} (replay with MILLRACE_CRASH_SEED={seed})");
+    let mut rng = Rng(seed);
     // id → (shard, sequence), over every round.
     let mut acked: BTreeMap<u64, (u32, u128)> = BTreeMap::new();
     let rounds = 5;
@@ -102,7 +124,7 @@ fn crash_test_kills_and_recovers() {
             .spawn()
             .unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        let kill_after = Duration::from_millis(300 + rng.below(900));
+        let (first_acks, acks_seen) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for line in stdout.lines() {
@@ -114,19 +136,29 @@ fn crash_test_kills_and_recovers() {
                         parts[1].parse::<u32>().unwrap(),
                         parts[2].parse::<u128>().unwrap(),
                     ));
+                    if lines.len() == ACKS_BEFORE_KILL {
+                        let _ = first_acks.send(());
+                    }
                 }
             }
             lines
         });
-        // Kill at a random moment once the child is appending.
+        // Kill at a random moment once the child is acknowledging under load.
         let started = Instant::now();
-        std::thread::sleep(kill_after);
+        let ready = acks_seen.recv_timeout(Duration::from_secs(60));
+        assert!(
+            ready.is_ok(),
+            "round {round} (seed {seed}): the child acknowledged nothing in {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(rng.below(700)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let lines = reader.join().unwrap();
         assert!(
-            !lines.is_empty() || started.elapsed() < Duration::from_secs(1),
-            "child acknowledged nothing"
+            lines.len() >= ACKS_BEFORE_KILL,
+            "round {round} (seed {seed}): {} acknowledgements",
+            lines.len()
         );
         for (id, shard, sequence) in lines {
             acked.insert(id, (shard, sequence));
@@ -139,11 +171,11 @@ fn crash_test_kills_and_recovers() {
 /// Restarts the engine on `dir` and checks every acknowledged record.
 fn verify(dir: &PathBuf, acked: &BTreeMap<u64, (u32, u128)>, round: usize) {
     let engine = Engine::start(config(dir)).unwrap();
-    let name = stream();
+    let name = ResourceKey::from(&stream());
     block_on(async {
         let meta = engine.describe(&name).unwrap();
         let mut stored: BTreeMap<u128, (u32, Vec<u8>)> = BTreeMap::new();
-        for shard in &meta.shards {
+        for shard in meta.shards() {
             let mut position =
                 engine.resolve(&name, shard.shard_id(), StartPosition::TrimHorizon).await.unwrap();
             let mut previous = None;
@@ -157,10 +189,10 @@ fn verify(dir: &PathBuf, acked: &BTreeMap<u64, (u32, u128)>, round: usize) {
                     assert!(
                         previous < Some(record.sequence),
                         "round {round}: order within shard {}",
-                        shard.id
+                        shard.shard_id()
                     );
                     previous = Some(record.sequence);
-                    stored.insert(record.sequence.0, (shard.id, record.data));
+                    stored.insert(record.sequence.as_u128(), (shard.shard_id().get(), record.data));
                 }
                 position = read.next.unwrap();
             }

@@ -3,16 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use millrace_core::format;
 
-fuzz_target!(|data: &[u8]| {
-    if data.len() < 4 {
-        return;
-    }
-    let count = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) % 64;
-    if let Ok(view) = format::access_batch_body(&data[4..], count) {
-        for record in view.batch().records.iter() {
-            let _ = (record.partition_key.len(), record.data.len());
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| millrace_core::fuzzing::batch_body(data));

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use millrace_net::eventstream::Message;
+use millrace_net::aws::eventstream::Message;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((message, used)) = Message::decode(data) {

@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use millrace_core::runtime::now_ms;
+use millrace_core::{Clock, SystemClock};
 
-use crate::eventstream::{DecodeError, Message};
-use crate::kinesis::value::{self, Protocol, Value};
-use crate::sigv4::{self, SignedRequest};
+use crate::aws::eventstream::{DecodeError, Message};
+use crate::aws::sigv4::{self, Payload, SignedRequest};
+use crate::aws::{document as value, Protocol, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -134,7 +134,7 @@ impl KinesisClient {
 
     fn request(&self, operation: &str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
         let target = format!("Kinesis_20131202.{operation}");
-        let amz_date = sigv4::format_amz_date(now_ms());
+        let amz_date = sigv4::format_amz_date(SystemClock.now_ms());
         let mut headers = vec![
             ("content-type".to_owned(), Protocol::Json.content_type().to_owned()),
             ("host".to_owned(), self.host_header.clone()),
@@ -142,8 +142,13 @@ impl KinesisClient {
             ("x-amz-target".to_owned(), target),
         ];
         if let Some(credentials) = &self.credentials {
-            let signed =
-                SignedRequest { method: "POST", path: "/", query: "", headers: &headers, body: &body };
+            let signed = SignedRequest {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                payload: Payload::Body(&body),
+            };
             let authorization = sigv4::sign(
                 &signed,
                 &credentials.access_key_id,

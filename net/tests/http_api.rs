@@ -1,14 +1,15 @@
-//! The HTTP front end in-process over a real engine on a real disk: HTTP/2 event streams,
-//! and a property test that every rejected request leaves the stored data as it was.
+//! The front end in-process over a real engine on a real disk: HTTP/2 event streams, a
+//! property test that every rejected request leaves the stored data as it was, streamed
+//! request bodies answered while they upload, aws-chunked payloads, signing names, and time
+//! that a test moves instead of sleeping.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use millrace_core::runtime::{Engine, EngineConfig};
-use millrace_core::shard_log::LogConfig;
+use millrace_core::{Engine, EngineConfig, LogConfig, ManualClock};
+use millrace_net::aws::{Protocol, Request, Router, Value};
 use millrace_net::client::{ClientError, Credentials, HttpVersion, KinesisClient};
-use millrace_net::http::{Auth, HttpConfig, HttpServer};
-use millrace_net::kinesis::value::{Protocol, Request, Value};
+use millrace_net::front::{Auth, FrontEnd, HttpConfig};
 use millrace_net::kinesis::{ApiConfig, KinesisApi};
 use proptest::prelude::*;
 
@@ -18,27 +19,37 @@ const SECRET: &str = "test-secret";
 struct Fixture {
     endpoint: String,
     runtime: tokio::runtime::Runtime,
-    _server: HttpServer,
+    _front: FrontEnd,
     _engine: Engine,
+}
+
+fn secrets() -> HashMap<String, String> {
+    HashMap::from([(ACCESS_KEY.to_owned(), SECRET.to_owned())])
+}
+
+/// An engine and a front end serving Kinesis (and whatever else `router` adds) on a port.
+fn start(test: &str, clock: Option<Arc<ManualClock>>, extra: impl FnOnce(Router) -> Router) -> Fixture {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = EngineConfig::new(&dir);
+    config.cores = 2;
+    config.log = LogConfig { segment_bytes: 4 << 20, prealloc_bytes: 4 << 20 };
+    if let Some(clock) = clock {
+        config.clock = clock;
+    }
+    let engine = Engine::start(config).expect("engine starts");
+    let kinesis = KinesisApi::new(engine.clone(), ApiConfig::default(), [9; 32]);
+    let mut front = FrontEnd::start(2).unwrap();
+    let mut http = HttpConfig::new("127.0.0.1:0".parse().unwrap(), Auth::SigV4(secrets()));
+    http.clock = engine.clock();
+    let address = front.serve_http(extra(Router::new().with(kinesis)), http).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    Fixture { endpoint: format!("http://{address}"), runtime, _front: front, _engine: engine }
 }
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("http_api");
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut config = EngineConfig::new(&dir);
-        config.cores = 2;
-        config.log = LogConfig { segment_bytes: 4 << 20, prealloc_bytes: 4 << 20 };
-        let engine = Engine::start(config).expect("engine starts");
-        let kinesis = KinesisApi::new(engine.clone(), ApiConfig::default(), [9; 32]);
-        let auth = Auth::SigV4(HashMap::from([(ACCESS_KEY.to_owned(), SECRET.to_owned())]));
-        let server =
-            HttpServer::start(kinesis, HttpConfig::new("127.0.0.1:0".parse().unwrap(), auth)).unwrap();
-        let endpoint = format!("http://{}", server.local_addr());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        Fixture { endpoint, runtime, _server: server, _engine: engine }
-    })
+    FIXTURE.get_or_init(|| start("http_api", None, |router| router))
 }
 
 fn new_client(secret: &str) -> KinesisClient {
@@ -124,10 +135,10 @@ fn subscribe_to_shard_over_http2() {
         let first = events.next().await.unwrap().unwrap();
         assert_eq!(
             first.header(":event-type"),
-            Some(&millrace_net::eventstream::HeaderValue::String("initial-response".into()))
+            Some(&millrace_net::aws::eventstream::HeaderValue::String("initial-response".into()))
         );
         let event = events.next().await.unwrap().unwrap();
-        let body = millrace_net::kinesis::value::decode(Protocol::Json, &event.payload).unwrap();
+        let body = millrace_net::aws::document::decode(Protocol::Json, &event.payload).unwrap();
         let Some(Value::List(records)) = body.get("Records") else { panic!("no records in {body:?}") };
         assert_eq!(records.len(), 1);
         assert_eq!(Request::new(Protocol::Json, &records[0]).blob_req("Data").unwrap(), b"over h2");
@@ -252,4 +263,257 @@ proptest! {
             assert_eq!(read_everything(&mut good, &name).await, expected);
         });
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Streamed request bodies, aws-chunked payloads, signing names, the clock.
+
+use bytes::Bytes;
+use millrace_net::aws::chunked::chunk_signature;
+use millrace_net::aws::service::{Call, Reply, ReplyBody, ReplyFuture, RequestBody, Routing, Service};
+use millrace_net::aws::sigv4::{self, Payload, SignedRequest};
+
+/// A service that streams: for every piece of its upload it answers a line at once, while
+/// the upload goes on (as PutMedia acknowledges each fragment).
+struct Echo;
+
+impl Service for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+    fn signing_name(&self) -> &'static str {
+        "echo"
+    }
+    fn routing(&self) -> Routing {
+        Routing::Paths { prefixes: &["/test/echo"] }
+    }
+    fn streams_body(&self, _head: &millrace_net::aws::Head) -> bool {
+        true
+    }
+    fn call(self: Arc<Self>, call: Call) -> ReplyFuture {
+        Box::pin(async move {
+            let RequestBody::Stream(mut upload) = call.body else { panic!("a streamed body") };
+            let (answers, body) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                while let Some(piece) = upload.next().await {
+                    let line = match piece {
+                        Ok(bytes) => format!("ack {}\n", String::from_utf8_lossy(&bytes)),
+                        Err(error) => {
+                            let _ = answers.send(Bytes::from(format!("error {error}\n"))).await;
+                            return;
+                        }
+                    };
+                    if answers.send(Bytes::from(line)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = answers.send(Bytes::from_static(b"end\n")).await;
+            });
+            Reply {
+                status: 200,
+                headers: vec![("content-type", "text/plain".into())],
+                body: ReplyBody::Stream(body),
+            }
+        })
+    }
+}
+
+fn echo_fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| start("http_api_echo", None, |router| router.with(Arc::new(Echo))))
+}
+
+/// Signed headers for a request to `path`, with `claim` as `x-amz-content-sha256`.
+fn signed_headers(
+    host: &str,
+    path: &str,
+    service: &str,
+    claim: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let amz_date = sigv4::format_amz_date(millrace_core::Clock::now_ms(&millrace_core::SystemClock));
+    let mut headers = vec![
+        ("host".to_owned(), host.to_owned()),
+        ("x-amz-content-sha256".to_owned(), claim.to_owned()),
+        ("x-amz-date".to_owned(), amz_date.clone()),
+    ];
+    headers.extend(extra.iter().map(|(name, value)| (name.to_string(), value.to_string())));
+    let request =
+        SignedRequest { method: "POST", path, query: "", headers: &headers, payload: Payload::Unread };
+    let authorization = sigv4::sign(&request, ACCESS_KEY, SECRET, "us-east-1", service, &amz_date);
+    headers.push(("authorization".to_owned(), authorization));
+    headers
+}
+
+/// Opens an HTTP/1.1 request with a body fed piece by piece; returns the body's sender and
+/// the response, once it comes.
+async fn open_upload(
+    endpoint: &str,
+    path: &str,
+    headers: Vec<(String, String)>,
+) -> (tokio::sync::mpsc::Sender<Bytes>, tokio::task::JoinHandle<hyper::Response<hyper::body::Incoming>>) {
+    let authority = endpoint.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let (pieces, body) = tokio::sync::mpsc::channel(4);
+    let mut builder = hyper::Request::builder().method("POST").uri(path);
+    for (name, value) in &headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder.body(millrace_net::front::http::Body::Stream(body)).unwrap();
+    let response = tokio::spawn(async move { sender.send_request(request).await.unwrap() });
+    (pieces, response)
+}
+
+/// The next line of a streamed answer.
+async fn next_line(body: &mut hyper::body::Incoming, buffered: &mut Vec<u8>) -> String {
+    use http_body_util::BodyExt;
+    loop {
+        if let Some(end) = buffered.iter().position(|&byte| byte == b'\n') {
+            let line: Vec<u8> = buffered.drain(..=end).collect();
+            return String::from_utf8(line[..line.len() - 1].to_vec()).unwrap();
+        }
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("an answer within 10 s")
+            .expect("the answer goes on")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buffered.extend_from_slice(&data);
+        }
+    }
+}
+
+/// The front end hands a long upload to its service as it arrives, and the service's
+/// answer streams back while the upload continues: each piece is acknowledged before the
+/// next is sent.
+#[test]
+fn a_streamed_upload_is_answered_while_it_continues() {
+    let fixture = echo_fixture();
+    fixture.runtime.block_on(async {
+        let host = fixture.endpoint.trim_start_matches("http://").to_owned();
+        let headers = signed_headers(&host, "/test/echo", "echo", sigv4::UNSIGNED_PAYLOAD, &[]);
+        let (pieces, response) = open_upload(&fixture.endpoint, "/test/echo", headers).await;
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut buffered = Vec::new();
+        for piece in ["one", "two", "three"] {
+            pieces.send(Bytes::from(piece)).await.unwrap();
+            assert_eq!(next_line(&mut body, &mut buffered).await, format!("ack {piece}"));
+        }
+        drop(pieces);
+        assert_eq!(next_line(&mut body, &mut buffered).await, "end");
+    });
+}
+
+/// An aws-chunked upload (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`): each chunk is handed on
+/// once its signature checks, and a forged chunk ends the upload with an error.
+#[test]
+fn signed_chunks_are_verified_as_they_stream() {
+    let fixture = echo_fixture();
+    fixture.runtime.block_on(async {
+        let host = fixture.endpoint.trim_start_matches("http://").to_owned();
+        let headers = signed_headers(
+            &host,
+            "/test/echo",
+            "echo",
+            sigv4::STREAMING_SIGNED,
+            &[("content-encoding", "aws-chunked")],
+        );
+        let authorization = headers.last().unwrap().1.clone();
+        let amz_date = headers[2].1.clone();
+        let seed = authorization.rsplit("Signature=").next().unwrap().to_owned();
+        let scope = format!("{}/us-east-1/echo/aws4_request", &amz_date[..8]);
+        let key = sigv4::signing_key(SECRET, &amz_date[..8], "us-east-1", "echo");
+        let (pieces, response) = open_upload(&fixture.endpoint, "/test/echo", headers).await;
+        let mut body = response.await.unwrap().into_body();
+        let mut buffered = Vec::new();
+        let mut previous = seed;
+        for piece in ["alpha", "beta"] {
+            let signature = chunk_signature(&key, &amz_date, &scope, &previous, piece.as_bytes());
+            let chunk = format!("{:x};chunk-signature={signature}\r\n{piece}\r\n", piece.len());
+            pieces.send(Bytes::from(chunk)).await.unwrap();
+            assert_eq!(next_line(&mut body, &mut buffered).await, format!("ack {piece}"));
+            previous = signature;
+        }
+        // Signed with another chain: refused, and the upload ends.
+        let forged = chunk_signature(&key, &amz_date, &scope, "0".repeat(64).as_str(), b"gamma");
+        pieces.send(Bytes::from(format!("5;chunk-signature={forged}\r\ngamma\r\n"))).await.unwrap();
+        let line = next_line(&mut body, &mut buffered).await;
+        assert!(line.starts_with("error") && line.contains("signature"), "{line}");
+    });
+}
+
+/// A JSON request sent aws-chunked, as some SDKs send bodies, reaches Kinesis decoded; a
+/// request signed for another service is refused as AWS refuses it.
+#[test]
+fn aws_chunked_bodies_and_signing_names() {
+    let fixture = fixture();
+    fixture.runtime.block_on(async {
+        let mut client = new_client(SECRET);
+        client.call("CreateStream", &stream_request("chunked").with("ShardCount", 1u32)).await.unwrap();
+        let host = fixture.endpoint.trim_start_matches("http://").to_owned();
+        let target = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-target", "Kinesis_20131202.PutRecord"),
+        ];
+        let headers = signed_headers(&host, "/", "kinesis", sigv4::STREAMING_SIGNED, &target);
+        let amz_date = headers[2].1.clone();
+        let seed = headers.last().unwrap().1.rsplit("Signature=").next().unwrap().to_owned();
+        let scope = format!("{}/us-east-1/kinesis/aws4_request", &amz_date[..8]);
+        let key = sigv4::signing_key(SECRET, &amz_date[..8], "us-east-1", "kinesis");
+        let json = br#"{"StreamName":"chunked","PartitionKey":"k","Data":"Y2h1bmtlZA=="}"#;
+        let body = millrace_net::aws::chunked::encode_signed(
+            &key,
+            &amz_date,
+            &scope,
+            &seed,
+            &[&json[..20], &json[20..]],
+        );
+        let (pieces, response) = open_upload(&fixture.endpoint, "/", headers).await;
+        pieces.send(Bytes::from(body)).await.unwrap();
+        drop(pieces);
+        assert_eq!(response.await.unwrap().status(), 200, "a chunked PutRecord is taken");
+        let stored = read_everything(&mut client, "chunked").await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].3, b"chunked");
+
+        // Signed for Firehose, sent to Kinesis.
+        let headers = signed_headers(&host, "/", "firehose", sigv4::UNSIGNED_PAYLOAD, &target[..1]);
+        let mut headers = headers;
+        headers.push(("x-amz-target".into(), "Kinesis_20131202.ListStreams".into()));
+        let (pieces, response) = open_upload(&fixture.endpoint, "/", headers).await;
+        drop(pieces);
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 400);
+        let error_type = response.headers().get("x-amzn-errortype").unwrap().to_str().unwrap().to_owned();
+        assert_eq!(error_type, "InvalidSignatureException");
+    });
+}
+
+/// Iterators expire after five minutes of the engine's clock: the test moves the clock.
+#[test]
+fn iterators_expire_when_the_clock_says_so() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let fixture = start("http_api_clock", Some(clock.clone()), |router| router);
+    fixture.runtime.block_on(async {
+        let credentials = Credentials { access_key_id: ACCESS_KEY.into(), secret_access_key: SECRET.into() };
+        let mut client = KinesisClient::new(&fixture.endpoint, Some(credentials), "us-east-1").unwrap();
+        client.call("CreateStream", &stream_request("aging").with("ShardCount", 1u32)).await.unwrap();
+        client.call("PutRecord", &put("aging", "k", b"x")).await.unwrap();
+        let request = stream_request("aging")
+            .with("ShardId", "shardId-000000000000")
+            .with("ShardIteratorType", "TRIM_HORIZON");
+        let iterator = text(&client.call("GetShardIterator", &request).await.unwrap(), "ShardIterator");
+        let get = Value::map().with("ShardIterator", iterator.as_str());
+        clock.advance_ms(299_000);
+        assert!(client.call("GetRecords", &get).await.is_ok(), "fresh at 4 min 59 s");
+        clock.advance_ms(2_000);
+        let error = client.call("GetRecords", &get).await.unwrap_err();
+        assert_eq!(error.code(), Some("ExpiredIteratorException"), "{error:?}");
+    });
 }

@@ -7,17 +7,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 
-use millrace_core::catalog::StreamMode;
-use millrace_core::runtime::{Engine, EngineConfig};
-use millrace_core::shard_log::LogConfig;
-use millrace_core::types::{HashKey, ShardId, StreamName};
+use millrace_core::{
+    Engine, EngineConfig, HashKey, LogConfig, ResourceKey, SequenceNumber, ShardId, StreamMode, StreamName,
+};
 use millrace_net::quic::client::{ClientConfig, QuicClient, QuicError};
 use millrace_net::quic::frame::{self, kind, ErrorCode, Message, ReadStart};
 use millrace_net::quic::producer::{Producer, ProducerConfig};
 use millrace_net::quic::server::{QuicConfig, QuicServer};
 
 /// A call's outcomes as one boxed future, so that `queue` and `queue_many` calls line up.
-type Outcomes = Pin<Box<dyn Future<Output = Vec<Result<millrace_core::types::SequenceNumber, QuicError>>>>>;
+type Outcomes = Pin<Box<dyn Future<Output = Vec<Result<SequenceNumber, QuicError>>>>>;
 
 trait BoxedOutcomes {
     fn boxed(self) -> Outcomes;
@@ -25,7 +24,7 @@ trait BoxedOutcomes {
 
 impl<F> BoxedOutcomes for F
 where
-    F: Future<Output = Vec<Result<millrace_core::types::SequenceNumber, QuicError>>> + 'static,
+    F: Future<Output = Vec<Result<SequenceNumber, QuicError>>> + 'static,
 {
     fn boxed(self) -> Outcomes {
         Box::pin(self)
@@ -154,7 +153,7 @@ fn queue_many_answers_each_record_where_it_is_stored() {
         let mut acknowledged: BTreeMap<u32, u128> = BTreeMap::new();
         for (first, call) in calls {
             for (offset, outcome) in call.await.into_iter().enumerate() {
-                acknowledged.insert(first + offset as u32, outcome.unwrap().0);
+                acknowledged.insert(first + offset as u32, outcome.unwrap().as_u128());
             }
         }
         assert_eq!(acknowledged.len() as u32, index);
@@ -203,18 +202,18 @@ fn producer_keeps_per_key_order_across_shards() {
         let by_sequence: BTreeMap<u128, Vec<u8>> =
             stored.values().flatten().map(|(sequence, _, data)| (*sequence, data.clone())).collect();
         for (index, sequence) in sequences.iter().enumerate() {
-            let data = &by_sequence[&sequence.0];
+            let data = &by_sequence[&sequence.as_u128()];
             assert!(String::from_utf8_lossy(data).ends_with(&format!(":{index}")));
         }
         // Routing: each record sits in the shard that owns MD5(key).
-        let meta = fixture.engine.describe(&"ordered".parse().unwrap()).unwrap();
+        let meta = fixture.engine.describe_stream(&"ordered".parse().unwrap()).unwrap();
         for (shard, records) in &stored {
             for (_, key, _) in records {
                 let owner = meta
                     .open_shards()
                     .find(|s| s.range().contains(HashKey::from_partition_key(key)))
                     .unwrap();
-                assert_eq!(owner.id, *shard);
+                assert_eq!(owner.shard_id().get(), *shard);
             }
         }
     });
@@ -230,7 +229,11 @@ fn producer_follows_a_split() {
         for index in 0..50 {
             producer.send("splitting", &format!("k{index}"), vec![1]).await.unwrap();
         }
-        fixture.engine.split_shard(&name, ShardId(0), HashKey(1 << 127)).await.unwrap();
+        fixture
+            .engine
+            .split_shard(&ResourceKey::from(&name), ShardId::new(0), HashKey::new(1 << 127))
+            .await
+            .unwrap();
         // The producer's shard map is stale: the server routes by hash key all the same.
         for index in 0..50 {
             producer.send("splitting", &format!("k{index}"), vec![2]).await.unwrap();
@@ -259,7 +262,7 @@ fn bad_frames_get_typed_errors_and_change_nothing() {
         client.channel().await.unwrap().request(&put).await.unwrap();
         let before = read_all(&client, "guarded").await;
 
-        let good = put.to_frame(9);
+        let good = put.to_frame(9).unwrap();
         let mut bad_crc = good.clone();
         *bad_crc.last_mut().unwrap() ^= 1;
         let mut wrong_version = good.clone();
@@ -365,7 +368,11 @@ fn consumer_gets_pushed_records_in_order_and_follows_a_split() {
         }
         assert_eq!(seen.iter().map(|(_, _, index)| *index).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
         // Records stored while subscribed are pushed; after a split the children follow.
-        fixture.engine.split_shard(&name, ShardId(0), HashKey(1 << 127)).await.unwrap();
+        fixture
+            .engine
+            .split_shard(&ResourceKey::from(&name), ShardId::new(0), HashKey::new(1 << 127))
+            .await
+            .unwrap();
         for index in 100..300u32 {
             producer.send("pushed", &format!("k{}", index % 7), index.to_le_bytes().to_vec()).await.unwrap();
         }
@@ -390,8 +397,12 @@ fn consumer_gets_pushed_records_in_order_and_follows_a_split() {
         // Checkpoints are stored on the server.
         let last = seen.iter().filter(|(s, _, _)| *s == 1).map(|(_, sequence, _)| *sequence).max().unwrap();
         consumer.checkpoint("worker-a", 1, last).await.unwrap();
-        let stored = fixture.engine.get_checkpoint(&name, "worker-a", ShardId(1)).await.unwrap();
-        assert_eq!(stored.map(|sequence| sequence.0), Some(last));
+        let stored = fixture
+            .engine
+            .get_checkpoint(&ResourceKey::from(&name), "worker-a", ShardId::new(1))
+            .await
+            .unwrap();
+        assert_eq!(stored.map(|sequence| sequence.as_u128()), Some(last));
     });
 }
 
@@ -459,7 +470,7 @@ fn an_idempotent_producer_survives_a_server_restart_without_loss_or_duplicates()
         .block_on(sending)
         .unwrap()
         .into_iter()
-        .map(|ack| ack.expect("every record is acknowledged in the end").0)
+        .map(|ack| ack.expect("every record is acknowledged in the end").as_u128())
         .collect();
     // Every acknowledged record is stored once, under its acknowledged sequence number.
     let stored = runtime.block_on(async {
@@ -476,4 +487,123 @@ fn an_idempotent_producer_survives_a_server_restart_without_loss_or_duplicates()
         assert_eq!(by_sequence.get(sequence), Some(&(index as u32)), "record {index}");
     }
     engine.shutdown();
+}
+
+/// Before HELLO a frame may be no larger than a HELLO can be: a first frame that claims a
+/// megabyte is refused from its header, before the server reads or allocates its payload.
+#[test]
+fn before_hello_a_frame_may_not_claim_much() {
+    let fixture = fixture();
+    fixture.runtime.block_on(async {
+        let mut claim = Vec::new();
+        frame::encode_frame(&mut claim, kind::HELLO, 0, &[]);
+        claim[8..12].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        let started = std::time::Instant::now();
+        match QuicClient::connect_opening_with(&fixture.client, &claim).await {
+            Err(QuicError::Refused { code, message }) => {
+                assert_eq!(code, Some(ErrorCode::FrameTooLarge), "{message}");
+                assert!(message.contains("before HELLO"), "{message}");
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+            Ok(_) => panic!("a huge first frame was taken"),
+        }
+        // Answered at once: the server did not wait for a megabyte that never comes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    });
+}
+
+/// A connection holds a bounded number of subscriptions; credits, however many CREDIT
+/// frames bring them, add up in a counter.
+#[test]
+fn subscriptions_per_connection_are_bounded() {
+    let fixture = fixture();
+    let _ = create("bounded-subs", 1);
+    fixture.runtime.block_on(async {
+        let client = QuicClient::connect(&fixture.client).await.unwrap();
+        let channel = client.channel().await.unwrap();
+        let limit = millrace_net::quic::server::SUBSCRIPTIONS_PER_CONNECTION;
+        let subscribe = Message::Subscribe {
+            stream: "bounded-subs".into(),
+            shard: 0,
+            start: ReadStart::Latest,
+            credits: 0,
+        };
+        let mut subscriptions = Vec::new();
+        for _ in 0..limit {
+            subscriptions.push(channel.request_stream(&subscribe).await.unwrap());
+        }
+        let (_, mut refused) = channel.request_stream(&subscribe).await.unwrap();
+        match refused.recv().await {
+            Some(Err(QuicError::Server { code, .. })) => assert_eq!(code, Some(ErrorCode::LimitExceeded)),
+            other => panic!("the subscription past the bound got {other:?}"),
+        }
+        // Thousands of CREDIT frames for one subscription: one counter, and the records come.
+        let (id, mut records) = subscriptions.pop().unwrap();
+        for _ in 0..5_000 {
+            let credit = Message::Credit { credits: 1 }.to_frame(id).unwrap();
+            channel.send_frame(&credit).await.unwrap();
+        }
+        let producer = Producer::new(client.channel().await.unwrap(), ProducerConfig::default());
+        producer.send("bounded-subs", "k", b"pushed".to_vec()).await.unwrap();
+        match tokio::time::timeout(std::time::Duration::from_secs(10), records.recv()).await {
+            Ok(Some(Ok(Message::Records { records, .. }))) => assert_eq!(records[0].data, b"pushed"),
+            other => panic!("no records: {other:?}"),
+        }
+    });
+}
+
+/// A field longer than the protocol's length prefix is an error to the sender, never a
+/// string cut short.
+#[test]
+fn an_overlong_field_is_an_error_not_a_cut() {
+    let fixture = fixture();
+    let _ = create("overlong", 1);
+    fixture.runtime.block_on(async {
+        let client = QuicClient::connect(&fixture.client).await.unwrap();
+        let channel = client.channel().await.unwrap();
+        let describe = Message::Describe { stream: "ß".repeat(200) };
+        match channel.request(&describe).await {
+            Err(QuicError::Encode(error)) => assert_eq!((error.len, error.max), (400, 255)),
+            other => panic!("expected an encoding error, got {other:?}"),
+        }
+        // The channel is unharmed.
+        assert!(channel.request(&Message::Describe { stream: "overlong".into() }).await.is_ok());
+    });
+}
+
+/// The reshard hole over the wire: a stamped batch stored in a parent, its acknowledgement
+/// lost; after a split the resend (flagged RESENT) is answered with the parent's numbers.
+#[test]
+fn a_resent_stamped_put_after_a_split_is_answered_from_the_parent() {
+    let fixture = fixture();
+    let name = create("resent-split", 1);
+    fixture.runtime.block_on(async {
+        let client = QuicClient::connect(&fixture.client).await.unwrap();
+        let channel = client.channel().await.unwrap();
+        let records: Vec<frame::PutRecord> = (0..30)
+            .map(|index| frame::PutRecord {
+                partition_key: format!("key-{index}"),
+                explicit_hash_key: None,
+                data: vec![index],
+            })
+            .collect();
+        let put = Message::PutStamped {
+            producer_id: 77,
+            batch: 1,
+            resent: false,
+            stream: "resent-split".into(),
+            records,
+        };
+        let Message::PutAck { acks: first } = channel.request(&put).await.unwrap() else { panic!() };
+        fixture
+            .engine
+            .split_shard(&ResourceKey::from(&name), ShardId::new(0), HashKey::new(1 << 127))
+            .await
+            .unwrap();
+        let Message::PutAck { acks: again } = channel.request(&put.as_resent()).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(again, first, "answered from the parent, not stored again");
+        assert_eq!(read_all(&client, "resent-split").await.values().map(Vec::len).sum::<usize>(), 30);
+    });
 }

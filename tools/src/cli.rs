@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use millrace_net::aws::{Protocol, Request, Value};
 use millrace_net::client::{Credentials, KinesisClient};
-use millrace_net::kinesis::value::{Protocol, Request, Value};
 use millrace_net::quic::client::{ClientConfig, QuicClient};
 use millrace_net::quic::consumer::{Consumer, ConsumerConfig};
 use millrace_net::quic::frame::ReadStart;
@@ -258,7 +258,7 @@ fn read_records(data: Vec<String>) -> Box<dyn Iterator<Item = Result<Vec<u8>>>> 
 /// `put --quic`: through the producer SDK, every record queued in order, then all awaited.
 fn put_quic(connection: &Connection, args: PutArgs) -> Result<()> {
     let config = connection.quic_config()?;
-    let seed = millrace_core::runtime::now_ms();
+    let seed = millrace_core::Clock::now_ms(&millrace_core::SystemClock);
     runtime()?.block_on(async {
         let client = QuicClient::connect(&config).await?;
         let producer = Producer::new(client.channel().await?, ProducerConfig::default());
@@ -323,7 +323,7 @@ pub fn put(connection: &Connection, args: PutArgs) -> Result<()> {
     } else {
         Box::new(args.data.into_iter().map(|data| Ok(data.into_bytes())))
     };
-    let seed = millrace_core::runtime::now_ms();
+    let seed = millrace_core::Clock::now_ms(&millrace_core::SystemClock);
     runtime()?.block_on(async {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;

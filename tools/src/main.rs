@@ -15,12 +15,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use millrace_core::crypto::Keyring;
-use millrace_core::runtime::{Engine, EngineConfig};
-use millrace_core::shard_log::LogConfig;
-use millrace_net::http::{Auth, HttpConfig, HttpServer};
+use millrace_core::{Engine, EngineConfig, Keyring, LogConfig};
+use millrace_net::aws::Router;
+use millrace_net::front::{Auth, FrontEnd, HttpConfig};
 use millrace_net::kinesis::{ApiConfig, KinesisApi};
-use millrace_net::quic::{self, server::QuicConfig, server::QuicServer};
+use millrace_net::quic::{self, server::QuicConfig};
 use millrace_net::secrets;
 
 #[derive(Parser)]
@@ -160,17 +159,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.cores,
         streams.len()
     );
-    let http = match start_http(&args, &engine, &data_dir) {
-        Ok(http) => http,
+    let front = match start_front(&args, &engine, &data_dir) {
+        Ok(front) => front,
         Err(error) => {
-            engine.shutdown();
-            return Err(error);
-        }
-    };
-    let quic = match start_quic(&args, &engine, &http, &data_dir) {
-        Ok(quic) => quic,
-        Err(error) => {
-            http.shutdown();
             engine.shutdown();
             return Err(error);
         }
@@ -179,14 +170,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(signal) = signals.forever().next() {
         eprintln!("millrace: signal {signal}: finishing in-flight commits and stopping");
     }
-    quic.shutdown();
-    http.shutdown();
+    front.shutdown();
     engine.shutdown();
     eprintln!("millrace: stopped cleanly");
     Ok(())
 }
 
-fn start_http(args: &ServeArgs, engine: &Engine, data_dir: &std::path::Path) -> anyhow::Result<HttpServer> {
+/// The front end: its runtime, the HTTP port with every AWS-compatible service, the QUIC
+/// endpoint.
+fn start_front(args: &ServeArgs, engine: &Engine, data_dir: &std::path::Path) -> anyhow::Result<FrontEnd> {
+    let mut front = FrontEnd::start(args.http_threads.max(1)).context("starting the front end's runtime")?;
+    let started = start_http(args, engine, data_dir, &mut front)
+        .and_then(|()| start_quic(args, engine, &mut front, data_dir));
+    match started {
+        Ok(()) => Ok(front),
+        Err(error) => {
+            front.shutdown();
+            Err(error)
+        }
+    }
+}
+
+fn start_http(
+    args: &ServeArgs,
+    engine: &Engine,
+    data_dir: &std::path::Path,
+    front: &mut FrontEnd,
+) -> anyhow::Result<()> {
     let auth = match args.auth {
         AuthMode::None => {
             eprintln!("millrace: --auth none: requests are NOT authenticated");
@@ -233,17 +243,17 @@ fn start_http(args: &ServeArgs, engine: &Engine, data_dir: &std::path::Path) -> 
         encryption_at_rest: true,
     };
     let kinesis = KinesisApi::new(engine.clone(), api_config, iterator_key);
+    let router = Router::new().with(kinesis);
     let mut config = HttpConfig::new(args.http_listen, auth);
-    config.threads = args.http_threads.max(1);
-    let server = HttpServer::start(kinesis, config)
+    config.clock = engine.clock();
+    let address = front
+        .serve_http(router, config)
         .with_context(|| format!("listening for HTTP on {}", args.http_listen))?;
     eprintln!(
-        "millrace: Kinesis API listening on http://{} (aws --endpoint-url http://{} kinesis ...){}",
-        server.local_addr(),
-        server.local_addr(),
+        "millrace: Kinesis API listening on http://{address} (aws --endpoint-url http://{address} kinesis ...){}",
         if args.emulate_limits { "; per-shard limits emulated" } else { "" }
     );
-    Ok(server)
+    Ok(())
 }
 
 /// The master key for encryption at rest: from --encryption-key-file, or the data
@@ -282,9 +292,9 @@ fn keyring(args: &ServeArgs) -> anyhow::Result<Keyring> {
 fn start_quic(
     args: &ServeArgs,
     engine: &Engine,
-    http: &HttpServer,
+    front: &mut FrontEnd,
     data_dir: &std::path::Path,
-) -> anyhow::Result<QuicServer> {
+) -> anyhow::Result<()> {
     let (cert_chain, key) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => quic::identity_from_files(cert, key)
             .with_context(|| format!("reading {} and {}", cert.display(), key.display()))?,
@@ -300,11 +310,10 @@ fn start_quic(
         }
     };
     let (token, _) = quic::token(data_dir).context("the QUIC client token")?;
-    let _runtime = http.handle().enter();
-    let server =
-        QuicServer::start(engine.clone(), QuicConfig { listen: args.quic_listen, cert_chain, key, token })
-            .with_context(|| format!("listening for QUIC on {}", args.quic_listen))?;
-    let address = server.local_addr().context("the QUIC address")?;
+    let config = QuicConfig { listen: args.quic_listen, cert_chain, key, token };
+    let address = front
+        .serve_quic(engine.clone(), config)
+        .with_context(|| format!("listening for QUIC on {}", args.quic_listen))?;
     eprintln!(
         "millrace: QUIC listening on {address}; clients on this machine use --data-dir {}, others copy {} and {} \
          from it and use --cert FILE --token FILE",
@@ -312,5 +321,5 @@ fn start_quic(
         quic::CERT_FILE,
         quic::TOKEN_FILE
     );
-    Ok(server)
+    Ok(())
 }

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use millrace_net::aws::Value;
 use millrace_net::client::{Credentials, KinesisClient};
-use millrace_net::kinesis::value::Value;
 use millrace_net::quic::client::{ClientConfig, QuicClient};
 use millrace_net::quic::consumer::{Consumer, ConsumerConfig};
 use millrace_net::quic::frame::ReadStart;
@@ -88,7 +88,7 @@ fn idempotent_producer_through_a_restart_then_a_consumer_across_a_split() {
             }
             let mut sequences = Vec::new();
             for ack in acks {
-                sequences.push(ack.await.expect("acknowledged in the end").0);
+                sequences.push(ack.await.expect("acknowledged in the end").as_u128());
             }
             sequences
         })
@@ -106,7 +106,7 @@ fn idempotent_producer_through_a_restart_then_a_consumer_across_a_split() {
     runtime.block_on(async {
         for index in 3000..3300u32 {
             let (key, data) = record(index);
-            sequences.push(producer.send("binary", &key, data).await.unwrap().0);
+            sequences.push(producer.send("binary", &key, data).await.unwrap().as_u128());
         }
     });
     let consumed = runtime.block_on(async {
@@ -174,7 +174,7 @@ fn the_binary_answers_bad_frames_with_typed_errors_and_refuses_a_wrong_token() {
             }],
         };
         client.channel().await.unwrap().request(&put).await.unwrap();
-        let good = put.to_frame(3);
+        let good = put.to_frame(3).unwrap();
         let mut bad_crc = good.clone();
         *bad_crc.last_mut().unwrap() ^= 0x40;
         let mut wrong_version = good.clone();

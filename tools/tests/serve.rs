@@ -44,13 +44,21 @@ fn serve_starts_logs_and_stops_on_sigterm() {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve");
     let _ = std::fs::remove_dir_all(&dir);
     let first = serve_until_ready_then_term(&dir);
-    assert!(first.iter().any(|line| line.contains("ready") && line.contains("serve")), "{first:?}");
+    // It says where it stores: the data directory it was given, as an absolute path.
+    let canonical = std::fs::canonicalize(&dir).unwrap();
+    let stores_there = format!("data in {},", canonical.display());
+    assert!(
+        first.iter().any(|line| line.contains("storage engine ready") && line.contains(&stores_there)),
+        "{first:?}"
+    );
+    assert!(first.iter().any(|line| line.contains("0 streams recovered")), "a fresh directory: {first:?}");
     assert!(first.iter().any(|line| line.contains("stopped cleanly")), "{first:?}");
     assert!(
         first.iter().any(|line| line.contains("Kinesis API listening on http://127.0.0.1:")),
         "{first:?}"
     );
     assert!(dir.join("catalog").is_dir(), "the data directory was created");
+    assert!(dir.join("positions").is_dir(), "with its positions journal");
     // The key pair is generated and shown on the first start only.
     assert!(first.iter().any(|line| line.contains("generated a key pair")), "{first:?}");
     assert!(first.iter().any(|line| line.contains("AWS_SECRET_ACCESS_KEY=")), "{first:?}");

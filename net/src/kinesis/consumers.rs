@@ -1,24 +1,23 @@
 //! Registered (enhanced fan-out) consumers: register, deregister, describe, list.
 
-use millrace_core::catalog::{updates, ConsumerMeta};
-use millrace_core::engine::EngineError;
-use millrace_core::types::StreamName;
+use millrace_core::{CatalogError, ConsumerMeta, ResourceUpdate, StreamName};
 
-use super::error::{ApiError, ErrorCode};
-use super::value::{Request, Value};
+use super::error::{self, codes};
 use super::{bounded_int, parse_stream_name, KinesisApi};
+use crate::aws::ApiError;
+use crate::aws::{Request, Value};
 
 impl KinesisApi {
     fn consumer_arn(&self, stream: &str, consumer: &ConsumerMeta) -> String {
-        format!("{}/consumer/{}:{}", self.stream_arn(stream), consumer.name, consumer.created_ms / 1000)
+        format!("{}/consumer/{}:{}", self.stream_arn(stream), consumer.name(), consumer.created_ms() / 1000)
     }
 
     fn consumer_value(&self, stream: &str, consumer: &ConsumerMeta) -> Value {
         Value::map()
-            .with("ConsumerName", consumer.name.as_str())
+            .with("ConsumerName", consumer.name())
             .with("ConsumerARN", self.consumer_arn(stream, consumer))
             .with("ConsumerStatus", "ACTIVE")
-            .with("ConsumerCreationTimestamp", Value::Timestamp(consumer.created_ms))
+            .with("ConsumerCreationTimestamp", Value::Timestamp(consumer.created_ms()))
     }
 
     /// The (stream, consumer) a request names: by `ConsumerARN`, or by `StreamARN` and
@@ -43,11 +42,11 @@ impl KinesisApi {
             // has another creation time.
             let meta = self.describe(&stream)?;
             let found = meta
-                .consumers
+                .consumers()
                 .iter()
-                .find(|meta| meta.name == consumer && (meta.created_ms / 1000).to_string() == created);
+                .find(|meta| meta.name() == consumer && (meta.created_ms() / 1000).to_string() == created);
             if found.is_none() {
-                return Err(EngineError::ConsumerNotFound {
+                return Err(CatalogError::ConsumerNotFound {
                     stream: stream.to_string(),
                     consumer: consumer.to_owned(),
                 }
@@ -56,10 +55,10 @@ impl KinesisApi {
             return Ok((stream, consumer.to_owned()));
         }
         let stream_arn = request.str_opt("StreamARN")?.ok_or_else(|| {
-            ApiError::invalid("Either ConsumerARN or both StreamARN and ConsumerName must be provided")
+            error::invalid("Either ConsumerARN or both StreamARN and ConsumerName must be provided")
         })?;
         let consumer = request.str_opt("ConsumerName")?.ok_or_else(|| {
-            ApiError::invalid("Either ConsumerARN or both StreamARN and ConsumerName must be provided")
+            error::invalid("Either ConsumerARN or both StreamARN and ConsumerName must be provided")
         })?;
         let stream = parse_stream_name("StreamARN", super::stream_name_from_arn(stream_arn)?)?;
         Ok((stream, consumer.to_owned()))
@@ -67,13 +66,15 @@ impl KinesisApi {
 
     fn find_consumer(&self, stream: &StreamName, consumer: &str) -> Result<(String, ConsumerMeta), ApiError> {
         let meta = self.describe(stream)?;
-        meta.consumers
+        meta.consumers()
             .iter()
-            .find(|meta| meta.name == consumer)
-            .map(|found| (meta.name.clone(), found.clone()))
+            .find(|meta| meta.name() == consumer)
+            .map(|found| (meta.name().to_owned(), found.clone()))
             .ok_or_else(|| {
-                EngineError::ConsumerNotFound { stream: stream.to_string(), consumer: consumer.to_owned() }
-                    .into()
+                ApiError::from(CatalogError::ConsumerNotFound {
+                    stream: stream.to_string(),
+                    consumer: consumer.to_owned(),
+                })
             })
     }
 
@@ -82,7 +83,10 @@ impl KinesisApi {
         let consumer = request.str_req("ConsumerName")?;
         let stream = parse_stream_name("StreamARN", super::stream_name_from_arn(stream_arn)?)?;
         self.engine
-            .update_stream(&stream, updates::register_consumer(consumer.to_owned(), self.now_ms()))
+            .update_stream(
+                &stream,
+                ResourceUpdate::RegisterConsumer { name: consumer.to_owned(), created_ms: self.now_ms() },
+            )
             .await?;
         let (stream_name, meta) = self.find_consumer(&stream, consumer)?;
         Ok(Value::map().with("Consumer", self.consumer_value(&stream_name, &meta)))
@@ -90,7 +94,7 @@ impl KinesisApi {
 
     pub(super) async fn deregister_consumer(&self, request: Request<'_>) -> Result<Value, ApiError> {
         let (stream, consumer) = self.consumer_of(request)?;
-        self.engine.update_stream(&stream, updates::deregister_consumer(consumer)).await?;
+        self.engine.update_stream(&stream, ResourceUpdate::DeregisterConsumer { name: consumer }).await?;
         Ok(Value::map())
     }
 
@@ -107,25 +111,25 @@ impl KinesisApi {
         let stream = parse_stream_name("StreamARN", super::stream_name_from_arn(stream_arn)?)?;
         let limit = bounded_int(request, "MaxResults", 1, 10_000)?.unwrap_or(100) as usize;
         let meta = self.describe(&stream)?;
-        let mut consumers: Vec<&ConsumerMeta> = meta.consumers.iter().collect();
-        consumers.sort_by(|left, right| left.name.cmp(&right.name));
+        let mut consumers: Vec<&ConsumerMeta> = meta.consumers().iter().collect();
+        consumers.sort_by(|left, right| left.name().cmp(right.name()));
         let start = match request.str_opt("NextToken")? {
             Some(token) => {
                 let after = token.strip_prefix("after:").ok_or_else(|| {
-                    ApiError::new(ErrorCode::InvalidArgument, format!("NextToken {token} is invalid"))
+                    ApiError::new(codes::INVALID_ARGUMENT, format!("NextToken {token} is invalid"))
                 })?;
-                consumers.iter().take_while(|consumer| consumer.name.as_str() <= after).count()
+                consumers.iter().take_while(|consumer| consumer.name() <= after).count()
             }
             None => 0,
         };
         let page: Vec<&ConsumerMeta> = consumers[start..].iter().take(limit).copied().collect();
         let next = (start + page.len() < consumers.len())
-            .then(|| page.last().map(|last| format!("after:{}", last.name)))
+            .then(|| page.last().map(|last| format!("after:{}", last.name())))
             .flatten();
         Ok(Value::map()
             .with(
                 "Consumers",
-                Value::List(page.iter().map(|consumer| self.consumer_value(&meta.name, consumer)).collect()),
+                Value::List(page.iter().map(|consumer| self.consumer_value(meta.name(), consumer)).collect()),
             )
             .with_opt("NextToken", next))
     }

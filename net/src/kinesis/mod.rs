@@ -1,13 +1,14 @@
 //! The Kinesis Data Streams API (`Kinesis_20131202`): operations decoded from JSON or CBOR,
 //! validated as AWS validates them, run on the engine, and answered in AWS's shapes.
 //!
-//! Transport-free: [`KinesisApi::handle`] takes the operation name, the encoding and the
-//! body, and returns the status and body. The HTTP glue is in [`crate::http`].
+//! It is one [`Service`] of the front end: routed by `X-Amz-Target: Kinesis_20131202.*`,
+//! signed for `kinesis`. Codecs, SigV4, error shapes and the event stream come from
+//! [`crate::aws`]; this module holds only Kinesis. [`KinesisApi::handle`] runs an operation
+//! on a body without any transport (tests, fuzzing).
 
 pub mod error;
 pub mod iterator;
 pub mod limits;
-pub mod value;
 
 mod consumers;
 mod records;
@@ -16,12 +17,11 @@ mod subscribe;
 
 use std::sync::Arc;
 
-use millrace_core::catalog::{ShardMeta, StreamMeta, StreamMode};
-use millrace_core::runtime::{now_ms, Engine};
-use millrace_core::types::StreamName;
+use millrace_core::{Engine, ResourceKey, ResourceMeta, ShardMeta, StreamMode, StreamName};
 
-use self::error::{ApiError, ErrorCode, ACCOUNT_ID};
-use self::value::{Protocol, Request, Value};
+use self::error::codes;
+use crate::aws::service::{Call, Reply, ReplyBody, ReplyFuture, Routing, Service};
+use crate::aws::{document as value, ApiError, ErrorStyle, Protocol, Request, Value, ACCOUNT_ID};
 
 /// Settings of the API front end.
 #[derive(Debug, Clone)]
@@ -60,12 +60,8 @@ pub struct KinesisApi {
     sessions: subscribe::Sessions,
 }
 
-/// An answer: HTTP status and encoded body.
-pub struct Answer {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub error_type: Option<&'static str>,
-}
+/// The target prefix of the Kinesis API.
+pub const TARGET_PREFIX: &str = "Kinesis_20131202";
 
 /// Bytes one GetRecords returns at most (AWS: 10 MiB).
 pub const GET_RECORDS_BYTES_MAX: usize = 10 << 20;
@@ -85,16 +81,20 @@ impl KinesisApi {
         &self.engine
     }
 
-    /// Runs one operation and encodes its answer, error or not, in the request's encoding.
-    pub async fn handle(&self, operation: &str, protocol: Protocol, body: &[u8]) -> Answer {
+    /// Runs one operation on a body: the answer's value, or the error as the client gets it
+    /// (internal failures scrubbed of detail, which goes to the server's log).
+    pub async fn handle(
+        &self,
+        operation: &str,
+        protocol: Protocol,
+        body: &[u8],
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
         let outcome = match value::decode(protocol, body) {
             Ok(value) => self.dispatch(operation, Request::new(protocol, &value)).await,
             Err(error) => Err(error),
         };
-        match outcome {
-            Ok(value) => Answer { status: 200, body: value::encode(protocol, &value), error_type: None },
-            Err(error) => error_answer(protocol, &error),
-        }
+        outcome.map_err(|error| crate::aws::error::scrub(error, "kinesis", request_id))
     }
 
     async fn dispatch(&self, operation: &str, request: Request<'_>) -> Result<Value, ApiError> {
@@ -130,7 +130,7 @@ impl KinesisApi {
             "DescribeStreamConsumer" => self.describe_consumer(request),
             "ListStreamConsumers" => self.list_consumers(request),
             _ => Err(ApiError::new(
-                ErrorCode::UnknownOperation,
+                codes::UNKNOWN_OPERATION,
                 format!("Operation {operation} is not supported by this endpoint"),
             )),
         }
@@ -147,7 +147,7 @@ impl KinesisApi {
         let by_arn = request.str_opt("StreamARN")?.map(stream_name_from_arn).transpose()?;
         let name = match (by_name, by_arn) {
             (Some(name), Some(from_arn)) if name != from_arn => {
-                return Err(ApiError::invalid(format!(
+                return Err(error::invalid(format!(
                     "StreamName {name} and StreamARN (stream {from_arn}) name different streams"
                 )))
             }
@@ -155,7 +155,7 @@ impl KinesisApi {
             (None, Some(from_arn)) => from_arn,
             (None, None) => {
                 return Err(ApiError::new(
-                    ErrorCode::Validation,
+                    codes::VALIDATION,
                     "Either StreamName or StreamARN should be provided.",
                 ))
             }
@@ -163,27 +163,58 @@ impl KinesisApi {
         parse_stream_name("StreamName", name)
     }
 
-    fn describe(&self, name: &StreamName) -> Result<Arc<StreamMeta>, ApiError> {
-        Ok(self.engine.describe(name)?)
+    fn describe(&self, name: &StreamName) -> Result<Arc<ResourceMeta>, ApiError> {
+        Ok(self.engine.describe_stream(name)?)
     }
 
     fn now_ms(&self) -> i64 {
-        now_ms()
+        self.engine.now_ms()
     }
 }
 
-fn error_answer(protocol: Protocol, error: &ApiError) -> Answer {
-    let body = Value::map().with("__type", error.code.type_name()).with("message", error.message.as_str());
-    Answer {
-        status: error.code.status(),
-        body: value::encode(protocol, &body),
-        error_type: Some(error.code.type_name()),
-    }
+/// The engine's key of a data stream.
+pub(crate) fn key(name: &StreamName) -> ResourceKey {
+    ResourceKey::from(name)
 }
 
-/// Encodes an error that happened before an operation ran (authentication, transport).
-pub fn error_response(protocol: Protocol, error: &ApiError) -> Answer {
-    error_answer(protocol, error)
+impl Service for KinesisApi {
+    fn name(&self) -> &'static str {
+        "kinesis"
+    }
+
+    fn signing_name(&self) -> &'static str {
+        "kinesis"
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::Target { prefix: TARGET_PREFIX }
+    }
+
+    fn call(self: Arc<Self>, call: Call) -> ReplyFuture {
+        Box::pin(async move {
+            let protocol = call.head.protocol;
+            let operation = call.head.operation.clone().unwrap_or_default();
+            let request_id = call.head.request_id.clone();
+            let failed = |error: ApiError| {
+                let error = crate::aws::error::scrub(error, "kinesis", &request_id);
+                Reply::error(ErrorStyle::Json, protocol, error.code.status(), &error)
+            };
+            if operation == "SubscribeToShard" {
+                return match self.subscribe(protocol, call.body.bytes(), &request_id).await {
+                    Ok(events) => Reply {
+                        status: 200,
+                        headers: vec![("content-type", "application/vnd.amazon.eventstream".to_owned())],
+                        body: ReplyBody::Stream(events),
+                    },
+                    Err(error) => failed(error),
+                };
+            }
+            match self.handle(&operation, protocol, call.body.bytes(), &request_id).await {
+                Ok(value) => Reply::encoded(200, protocol, value::encode(protocol, &value)),
+                Err(error) => failed(error),
+            }
+        })
+    }
 }
 
 pub fn parse_stream_name(member: &str, name: &str) -> Result<StreamName, ApiError> {
@@ -211,7 +242,7 @@ fn stream_name_from_arn(arn: &str) -> Result<&str, ApiError> {
     resource
         .strip_prefix("stream/")
         .filter(|name| !name.is_empty() && !name.contains('/'))
-        .ok_or_else(|| ApiError::invalid(format!("StreamARN {arn} does not name a stream")))
+        .ok_or_else(|| error::invalid(format!("StreamARN {arn} does not name a stream")))
 }
 
 fn mode_name(mode: StreamMode) -> &'static str {
@@ -237,15 +268,16 @@ fn parse_mode(details: Option<Request<'_>>) -> Result<Option<StreamMode>, ApiErr
 /// A shard as DescribeStream and ListShards show it.
 fn shard_value(shard: &ShardMeta) -> Value {
     let range = Value::map()
-        .with("StartingHashKey", shard.hash_start.to_string())
-        .with("EndingHashKey", shard.hash_end.to_string());
+        .with("StartingHashKey", shard.range().start().to_string())
+        .with("EndingHashKey", shard.range().end().to_string());
     let sequences = Value::map()
         .with("StartingSequenceNumber", shard.starting_sequence().to_string())
-        .with_opt("EndingSequenceNumber", shard.ending_sequence.map(|sequence| sequence.to_string()));
+        .with_opt("EndingSequenceNumber", shard.ending_sequence().map(|sequence| sequence.to_string()));
+    let parents: Vec<_> = shard.parents().collect();
     Value::map()
         .with("ShardId", shard.shard_id().to_string())
-        .with_opt("ParentShardId", shard.parents.first().map(|id| format!("shardId-{id:012}")))
-        .with_opt("AdjacentParentShardId", shard.parents.get(1).map(|id| format!("shardId-{id:012}")))
+        .with_opt("ParentShardId", parents.first().map(ToString::to_string))
+        .with_opt("AdjacentParentShardId", parents.get(1).map(ToString::to_string))
         .with("HashKeyRange", range)
         .with("SequenceNumberRange", sequences)
 }

@@ -1,18 +1,16 @@
 //! Writing and reading records: PutRecord, PutRecords, GetShardIterator, GetRecords.
 
-use millrace_core::catalog::StreamMeta;
-use millrace_core::engine::EngineError;
-use millrace_core::runtime::Appended;
-use millrace_core::shard_log::{ReadLimits, StartPosition};
-use millrace_core::types::{
-    HashKey, PartitionKey, Record, SequenceNumber, ShardId, StoredRecord, StreamName,
+use millrace_core::{
+    Appended, CatalogError, EngineError, HashKey, PartitionKey, ReadLimits, Record, ResourceKind,
+    ResourceMeta, SequenceNumber, ShardId, StartPosition, StoredRecord, StreamName,
 };
 
-use super::error::{ApiError, ErrorCode, ACCOUNT_ID};
+use super::error::{self, codes};
 use super::iterator::{IteratorError, ShardIterator};
 use super::streams::parse_shard;
-use super::value::{Request, Value};
 use super::{bounded_int, KinesisApi, GET_RECORDS_BYTES_MAX};
+use crate::aws::{ApiError, ACCOUNT_ID};
+use crate::aws::{Request, Value};
 
 /// Most records in one PutRecords (AWS: 500).
 pub const PUT_RECORDS_MAX: usize = 500;
@@ -22,13 +20,13 @@ pub const PUT_RECORDS_BYTES_MAX: usize = 5 << 20;
 
 fn throttled(stream: &StreamName, shard: ShardId) -> ApiError {
     ApiError::new(
-        ErrorCode::ProvisionedThroughputExceeded,
+        codes::PROVISIONED_THROUGHPUT_EXCEEDED,
         format!("Rate exceeded for shard {shard} in stream {stream} under account {ACCOUNT_ID}."),
     )
 }
 
 /// The open shard that owns a hash key.
-fn owning_shard(stream: &StreamMeta, key: HashKey) -> Option<ShardId> {
+fn owning_shard(stream: &ResourceMeta, key: HashKey) -> Option<ShardId> {
     stream.open_shards().find(|shard| shard.range().contains(key)).map(|shard| shard.shard_id())
 }
 
@@ -82,8 +80,8 @@ pub(super) fn parse_sequence(member: &str, text: &str) -> Result<SequenceNumber,
 }
 
 impl KinesisApi {
-    fn encryption_type(stream: &StreamMeta) -> &'static str {
-        if stream.encryption_key_id.is_some() {
+    fn encryption_type(stream: &ResourceMeta) -> &'static str {
+        if stream.encryption_key_id().is_some() {
             "KMS"
         } else {
             "NONE"
@@ -96,13 +94,16 @@ impl KinesisApi {
         check_sequence_for_ordering(request)?;
         let stream = self.describe(&name)?;
         if self.config.emulate_limits {
-            let shard = owning_shard(&stream, record.hash_key()).ok_or(EngineError::ShuttingDown)?;
+            let hash_key = record.hash_key();
+            // Open shards tile the key space: a gap is a broken shard map, an internal fault.
+            let shard = owning_shard(&stream, hash_key)
+                .ok_or_else(|| EngineError::NoOwningShard { name: name.to_string(), hash_key })?;
             let bytes = record.data.len() + record.partition_key.as_str().len();
-            if !self.limits.admit_write(stream.uid, shard.0, bytes, self.now_ms()) {
+            if !self.limits.admit_write(stream.uid(), shard.get(), bytes, self.now_ms()) {
                 return Err(throttled(&name, shard));
             }
         }
-        let appended = self.engine.append(&name, vec![record]).await?;
+        let appended = self.engine.append(&super::key(&name), vec![record]).await?;
         let Appended { shard, sequence } = appended[0];
         Ok(Value::map()
             .with("ShardId", shard.to_string())
@@ -123,16 +124,16 @@ impl KinesisApi {
         let mut records = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
             let Value::Map(_) = entry else {
-                return Err(ApiError::new(ErrorCode::Serialization, "Records must be a list of structures"));
+                return Err(ApiError::new(codes::SERIALIZATION, "Records must be a list of structures"));
             };
             records.push(parse_record(Request::new(request.protocol, entry), Some(index))?);
         }
         let stream = self.describe(&name)?;
         let total_bytes: usize =
             records.iter().map(|record| record.data.len() + record.partition_key.as_str().len()).sum();
-        let request_max = PUT_RECORDS_BYTES_MAX.max(stream.max_record_bytes as usize);
+        let request_max = PUT_RECORDS_BYTES_MAX.max(stream.max_record_bytes() as usize);
         if total_bytes > request_max {
-            return Err(ApiError::invalid(format!(
+            return Err(error::invalid(format!(
                 "Records size exceeds {request_max} bytes: the request carries {total_bytes} bytes of data and \
                  partition keys"
             )));
@@ -146,7 +147,7 @@ impl KinesisApi {
             if self.config.emulate_limits {
                 if let Some(shard) = owning_shard(&stream, record.hash_key()) {
                     let bytes = record.data.len() + record.partition_key.as_str().len();
-                    if !self.limits.admit_write(stream.uid, shard.0, bytes, self.now_ms()) {
+                    if !self.limits.admit_write(stream.uid(), shard.get(), bytes, self.now_ms()) {
                         outcomes[index] = Some(Err(throttled(&name, shard)));
                         continue;
                     }
@@ -156,7 +157,7 @@ impl KinesisApi {
             admitted_at.push(index);
         }
         if !admitted.is_empty() {
-            let results = self.engine.append_each(&name, admitted).await?;
+            let results = self.engine.append_each(&super::key(&name), admitted).await?;
             for (index, result) in admitted_at.into_iter().zip(results) {
                 outcomes[index] = Some(result.map_err(ApiError::from));
             }
@@ -171,7 +172,7 @@ impl KinesisApi {
                 Err(error) => {
                     // Per-entry codes are the exception names AWS uses there.
                     let code = match error.code {
-                        ErrorCode::ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
+                        codes::PROVISIONED_THROUGHPUT_EXCEEDED => "ProvisionedThroughputExceededException",
                         _ => "InternalFailure",
                     };
                     Value::map().with("ErrorCode", code).with("ErrorMessage", error.message)
@@ -190,7 +191,7 @@ impl KinesisApi {
         let kind = request.str_req("ShardIteratorType")?;
         let sequence = || -> Result<SequenceNumber, ApiError> {
             let text = request.str_opt("StartingSequenceNumber")?.ok_or_else(|| {
-                ApiError::invalid(format!("StartingSequenceNumber is required for ShardIteratorType {kind}"))
+                error::invalid(format!("StartingSequenceNumber is required for ShardIteratorType {kind}"))
             })?;
             parse_sequence("StartingSequenceNumber", text)
         };
@@ -201,7 +202,7 @@ impl KinesisApi {
             "AFTER_SEQUENCE_NUMBER" => StartPosition::AfterSequence(sequence()?),
             "AT_TIMESTAMP" => {
                 let arrival_ms = request.timestamp_opt("Timestamp")?.ok_or_else(|| {
-                    ApiError::invalid("Timestamp is required for ShardIteratorType AT_TIMESTAMP")
+                    error::invalid("Timestamp is required for ShardIteratorType AT_TIMESTAMP")
                 })?;
                 StartPosition::AtTimestamp { arrival_ms }
             }
@@ -215,12 +216,12 @@ impl KinesisApi {
             }
         };
         let stream = self.describe(&name)?;
-        let position = self.engine.resolve(&name, shard, start).await?;
+        let position = self.engine.resolve(&super::key(&name), shard, start).await?;
         let iterator = ShardIterator {
-            stream_uid: stream.uid,
+            stream_uid: stream.uid(),
             stream_name: name.to_string(),
-            shard: shard.0,
-            position,
+            shard: shard.get(),
+            position: position.as_u128(),
             issued_ms: self.now_ms(),
         };
         Ok(Value::map().with("ShardIterator", iterator.encode(&self.iterator_key)))
@@ -239,43 +240,43 @@ impl KinesisApi {
         let now = self.now_ms();
         let iterator = ShardIterator::decode(token, &self.iterator_key, now, self.config.iterator_ttl_ms)
             .map_err(|error| match error {
-                IteratorError::Invalid => ApiError::invalid(error.to_string()),
-                IteratorError::Expired { .. } => ApiError::new(ErrorCode::ExpiredIterator, error.to_string()),
+                IteratorError::Invalid => error::invalid(error.to_string()),
+                IteratorError::Expired { .. } => ApiError::new(codes::EXPIRED_ITERATOR, error.to_string()),
             })?;
         let name = super::parse_stream_name("StreamName", &iterator.stream_name)?;
         if request.has("StreamARN") {
             let named = self.stream_of(request)?;
             if named != name {
-                return Err(ApiError::invalid(format!(
-                    "ShardIterator belongs to stream {name}, not {named}"
-                )));
+                return Err(error::invalid(format!("ShardIterator belongs to stream {name}, not {named}")));
             }
         }
         let stream = self.describe(&name)?;
-        if stream.uid != iterator.stream_uid {
+        if stream.uid() != iterator.stream_uid {
             // The stream was deleted and a new one made under its name.
-            return Err(EngineError::StreamNotFound { name: name.to_string() }.into());
+            let error = CatalogError::NotFound { kind: ResourceKind::DataStream, name: name.to_string() };
+            return Err(EngineError::Catalog(error).into());
         }
-        let shard = ShardId(iterator.shard);
-        if self.config.emulate_limits && !self.limits.admit_read(stream.uid, shard.0, now) {
+        let shard = ShardId::new(iterator.shard);
+        if self.config.emulate_limits && !self.limits.admit_read(stream.uid(), shard.get(), now) {
             return Err(throttled(&name, shard));
         }
         let read = self
             .engine
             .read(
-                &name,
+                &super::key(&name),
                 shard,
-                iterator.position,
+                SequenceNumber::from_u128(iterator.position),
                 ReadLimits { max_records: limit, max_bytes: GET_RECORDS_BYTES_MAX },
             )
             .await?;
         let bytes: usize = read.records.iter().map(|record| record.data.len()).sum();
         let records: Vec<Value> = read.records.into_iter().map(record_value).collect();
         if self.config.emulate_limits {
-            self.limits.charge_read(stream.uid, shard.0, bytes, now);
+            self.limits.charge_read(stream.uid(), shard.get(), bytes, now);
         }
         let next = read.next.map(|position| {
-            ShardIterator { position, issued_ms: now, ..iterator.clone() }.encode(&self.iterator_key)
+            ShardIterator { position: position.as_u128(), issued_ms: now, ..iterator.clone() }
+                .encode(&self.iterator_key)
         });
         let mut answer = Value::map()
             .with("Records", Value::List(records))
@@ -303,22 +304,22 @@ pub(super) fn record_value(record: StoredRecord) -> Value {
 }
 
 /// The shards that continue a closed one, as `ChildShards`.
-pub(super) fn child_shards_value(stream: &StreamMeta, children: &[ShardId]) -> Value {
+pub(super) fn child_shards_value(stream: &ResourceMeta, children: &[ShardId]) -> Value {
     Value::List(
         children
             .iter()
             .filter_map(|id| stream.shard(*id))
             .map(|child| {
                 let parents: Vec<Value> =
-                    child.parents.iter().map(|parent| Value::Str(ShardId(*parent).to_string())).collect();
+                    child.parents().map(|parent| Value::Str(parent.to_string())).collect();
                 Value::map()
                     .with("ShardId", child.shard_id().to_string())
                     .with("ParentShards", Value::List(parents))
                     .with(
                         "HashKeyRange",
                         Value::map()
-                            .with("StartingHashKey", child.hash_start.to_string())
-                            .with("EndingHashKey", child.hash_end.to_string()),
+                            .with("StartingHashKey", child.range().start().to_string())
+                            .with("EndingHashKey", child.range().end().to_string()),
                     )
             })
             .collect(),

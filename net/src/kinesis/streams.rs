@@ -2,14 +2,15 @@
 //! stream mode, record size, tags, limits.
 
 use base64::Engine as _;
-use millrace_core::catalog::{
-    self, updates, StreamMeta, StreamMode, ON_DEMAND_SHARDS, SHARDS_PER_STREAM_MAX,
+use millrace_core::{
+    CatalogError, EngineError, HashKey, Invalid, NewResource, ResourceKind, ResourceMeta, ResourceUpdate,
+    ShardId, StreamMode, StreamName, ON_DEMAND_SHARDS, SHARDS_PER_STREAM_MAX, TAGS_PER_RESOURCE_MAX,
 };
-use millrace_core::types::{HashKey, ShardId, StreamName};
 
-use super::error::{ApiError, ErrorCode, ACCOUNT_ID};
-use super::value::{self, Protocol, Request, Value};
-use super::{bounded_int, mode_name, parse_mode, parse_stream_name, shard_value, KinesisApi};
+use super::error::{self, codes};
+use super::{bounded_int, key, mode_name, parse_mode, parse_stream_name, shard_value, KinesisApi};
+use crate::aws::{document as value, Protocol, Request, Value};
+use crate::aws::{ApiError, ACCOUNT_ID};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -21,33 +22,33 @@ pub(super) fn parse_shard(stream: &StreamName, member: &str, text: &str) -> Resu
     }
     text.parse().map_err(|_| {
         ApiError::new(
-            ErrorCode::ResourceNotFound,
+            codes::RESOURCE_NOT_FOUND,
             format!("Shard {text} in stream {stream} under account {ACCOUNT_ID} does not exist"),
         )
     })
 }
 
 fn validate_tags(tags: &[(String, String)]) -> Result<(), ApiError> {
-    if tags.len() > catalog::TAGS_PER_STREAM_MAX {
+    if tags.len() > TAGS_PER_RESOURCE_MAX {
         return Err(ApiError::validation(
             "Tags",
             &format!("{} tags", tags.len()),
-            &format!("Member must have length less than or equal to {}", catalog::TAGS_PER_STREAM_MAX),
+            &format!("Member must have length less than or equal to {}", TAGS_PER_RESOURCE_MAX),
         ));
     }
     for (key, value) in tags {
         if key.is_empty() || key.chars().count() > 128 {
-            return Err(ApiError::invalid(format!("Tag key {key:?} must be 1 to 128 characters")));
+            return Err(error::invalid(format!("Tag key {key:?} must be 1 to 128 characters")));
         }
         if value.chars().count() > 256 {
-            return Err(ApiError::invalid(format!("Tag value of {key:?} must be at most 256 characters")));
+            return Err(error::invalid(format!("Tag value of {key:?} must be at most 256 characters")));
         }
     }
     Ok(())
 }
 
 /// When a closed shard stopped taking records: when its first child was made.
-fn closed_ms(stream: &StreamMeta, id: ShardId) -> Option<i64> {
+fn closed_ms(stream: &ResourceMeta, id: ShardId) -> Option<i64> {
     let shard = stream.shard(id)?;
     if shard.is_open() {
         return None;
@@ -56,9 +57,9 @@ fn closed_ms(stream: &StreamMeta, id: ShardId) -> Option<i64> {
         .children(id)
         .iter()
         .filter_map(|child| stream.shard(*child))
-        .map(|child| child.created_ms)
+        .map(|child| child.created_ms())
         .min()
-        .or(Some(shard.created_ms))
+        .or(Some(shard.created_ms()))
 }
 
 /// ListShards' ShardFilter.
@@ -78,14 +79,14 @@ impl ShardFilter {
         let timestamp = || {
             filter
                 .timestamp_opt("Timestamp")?
-                .ok_or_else(|| ApiError::invalid(format!("ShardFilter of type {kind} requires a Timestamp")))
+                .ok_or_else(|| error::invalid(format!("ShardFilter of type {kind} requires a Timestamp")))
         };
         Ok(match kind {
             "AFTER_SHARD_ID" => {
-                let id = filter.str_opt("ShardId")?.ok_or_else(|| {
-                    ApiError::invalid("ShardFilter of type AFTER_SHARD_ID requires a ShardId")
-                })?;
-                ShardFilter::AfterShardId(parse_shard(stream, "ShardFilter.ShardId", id)?.0)
+                let id = filter
+                    .str_opt("ShardId")?
+                    .ok_or_else(|| error::invalid("ShardFilter of type AFTER_SHARD_ID requires a ShardId"))?;
+                ShardFilter::AfterShardId(parse_shard(stream, "ShardFilter.ShardId", id)?.get())
             }
             "AT_TRIM_HORIZON" => ShardFilter::AtTrimHorizon,
             "FROM_TRIM_HORIZON" => ShardFilter::FromTrimHorizon,
@@ -133,18 +134,18 @@ impl ShardFilter {
     }
 
     /// Whether a shard passes the filter.
-    fn admits(&self, stream: &StreamMeta, id: ShardId, now_ms: i64) -> bool {
+    fn admits(&self, stream: &ResourceMeta, id: ShardId, now_ms: i64) -> bool {
         let Some(shard) = stream.shard(id) else { return false };
         let closed = closed_ms(stream, id);
-        let trim_ms = now_ms - i64::from(stream.retention_hours) * HOUR_MS;
+        let trim_ms = now_ms - i64::from(stream.retention_hours()) * HOUR_MS;
         // Open at `at`: made by then and not yet closed.
         let open_at = |at: i64| {
-            let at = at.max(stream.created_ms);
-            shard.created_ms <= at && closed.is_none_or(|closed| closed > at)
+            let at = at.max(stream.created_ms());
+            shard.created_ms() <= at && closed.is_none_or(|closed| closed > at)
         };
         let open_since = |at: i64| closed.is_none_or(|closed| closed > at);
         match self {
-            ShardFilter::AfterShardId(after) => id.0 > *after,
+            ShardFilter::AfterShardId(after) => id.get() > *after,
             ShardFilter::AtTrimHorizon => open_at(trim_ms),
             ShardFilter::FromTrimHorizon => open_since(trim_ms),
             ShardFilter::AtLatest => shard.is_open(),
@@ -160,29 +161,29 @@ fn encode_token(value: &Value) -> String {
 }
 
 fn decode_token(token: &str) -> Result<Value, ApiError> {
-    let bad = || ApiError::invalid(format!("NextToken {token} is invalid"));
+    let bad = || error::invalid(format!("NextToken {token} is invalid"));
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     value::decode(Protocol::Json, &bytes).map_err(|_| bad())
 }
 
 impl KinesisApi {
-    fn description_common(&self, stream: &StreamMeta) -> Value {
+    fn description_common(&self, stream: &ResourceMeta) -> Value {
         let mut value = Value::map()
-            .with("StreamName", stream.name.as_str())
-            .with("StreamARN", self.stream_arn(&stream.name))
+            .with("StreamName", stream.name())
+            .with("StreamARN", self.stream_arn(stream.name()))
             .with("StreamStatus", "ACTIVE")
-            .with("StreamModeDetails", Value::map().with("StreamMode", mode_name(stream.mode)))
-            .with("RetentionPeriodHours", stream.retention_hours)
-            .with("StreamCreationTimestamp", Value::Timestamp(stream.created_ms))
+            .with("StreamModeDetails", Value::map().with("StreamMode", mode_name(stream.mode())))
+            .with("RetentionPeriodHours", stream.retention_hours())
+            .with("StreamCreationTimestamp", Value::Timestamp(stream.created_ms()))
             .with(
                 "EnhancedMonitoring",
                 Value::List(vec![Value::map().with("ShardLevelMetrics", Value::List(Vec::new()))]),
             );
-        value = match &stream.encryption_key_id {
-            Some(key) => value.with("EncryptionType", "KMS").with("KeyId", key.as_str()),
+        value = match &stream.encryption_key_id() {
+            Some(key) => value.with("EncryptionType", "KMS").with("KeyId", *key),
             None => value.with("EncryptionType", "NONE"),
         };
-        value.with("MaxRecordSizeInKiB", stream.max_record_bytes >> 10)
+        value.with("MaxRecordSizeInKiB", stream.max_record_bytes() >> 10)
     }
 
     pub(super) async fn create_stream(&self, request: Request<'_>) -> Result<Value, ApiError> {
@@ -193,16 +194,15 @@ impl KinesisApi {
         let shard_count = match (mode, shard_count) {
             (StreamMode::Provisioned, Some(count)) => count as u32,
             (StreamMode::Provisioned, None) => {
-                return Err(ApiError::invalid("ShardCount is required for a PROVISIONED stream"))
+                return Err(error::invalid("ShardCount is required for a PROVISIONED stream"))
             }
             (StreamMode::OnDemand, _) => ON_DEMAND_SHARDS,
         };
         let tags = request.string_map_opt("Tags")?.unwrap_or_default();
         validate_tags(&tags)?;
-        self.engine.create_stream(&name, shard_count, mode).await?;
-        if !tags.is_empty() {
-            self.engine.update_stream(&name, updates::add_tags(tags)).await?;
-        }
+        let mut new = NewResource::data_stream(&name, shard_count, mode);
+        new.tags = tags;
+        self.engine.create(new).await?;
         Ok(Value::map())
     }
 
@@ -218,12 +218,15 @@ impl KinesisApi {
         let limit = bounded_int(request, "Limit", 1, 10_000)?.unwrap_or(100) as usize;
         let stream = self.describe(&name)?;
         let after = match request.str_opt("ExclusiveStartShardId")? {
-            Some(text) => Some(parse_shard(&name, "ExclusiveStartShardId", text)?.0),
+            Some(text) => Some(parse_shard(&name, "ExclusiveStartShardId", text)?.get()),
             None => None,
         };
-        let mut shards: Vec<_> =
-            stream.shards.iter().filter(|shard| after.is_none_or(|after| shard.id > after)).collect();
-        shards.sort_by_key(|shard| shard.id);
+        let mut shards: Vec<_> = stream
+            .shards()
+            .iter()
+            .filter(|shard| after.is_none_or(|after| shard.shard_id().get() > after))
+            .collect();
+        shards.sort_by_key(|shard| shard.shard_id().get());
         let has_more = shards.len() > limit;
         let shards: Vec<Value> = shards.into_iter().take(limit).map(shard_value).collect();
         let description = self
@@ -239,7 +242,7 @@ impl KinesisApi {
         let summary = self
             .description_common(&stream)
             .with("OpenShardCount", stream.open_shards().count())
-            .with("ConsumerCount", stream.consumers.len());
+            .with("ConsumerCount", stream.consumers().len());
         Ok(Value::map().with("StreamDescriptionSummary", summary))
     }
 
@@ -249,7 +252,7 @@ impl KinesisApi {
         if let Some(token) = request.str_opt("NextToken")? {
             match decode_token(token)?.get("after") {
                 Some(Value::Str(name)) => after = Some(name.clone()),
-                _ => return Err(ApiError::invalid(format!("NextToken {token} is invalid"))),
+                _ => return Err(error::invalid(format!("NextToken {token} is invalid"))),
             }
         }
         let names: Vec<String> = self
@@ -262,14 +265,16 @@ impl KinesisApi {
         let page: Vec<String> = names.into_iter().take(limit).collect();
         let mut summaries = Vec::with_capacity(page.len());
         for name in &page {
-            let Ok(stream) = self.engine.describe(&parse_stream_name("StreamName", name)?) else { continue };
+            let Ok(stream) = self.engine.describe_stream(&parse_stream_name("StreamName", name)?) else {
+                continue;
+            };
             summaries.push(
                 Value::map()
                     .with("StreamName", name.as_str())
                     .with("StreamARN", self.stream_arn(name))
                     .with("StreamStatus", "ACTIVE")
-                    .with("StreamModeDetails", Value::map().with("StreamMode", mode_name(stream.mode)))
-                    .with("StreamCreationTimestamp", Value::Timestamp(stream.created_ms)),
+                    .with("StreamModeDetails", Value::map().with("StreamMode", mode_name(stream.mode())))
+                    .with("StreamCreationTimestamp", Value::Timestamp(stream.created_ms())),
             );
         }
         let next_token = match (has_more, page.last()) {
@@ -291,12 +296,12 @@ impl KinesisApi {
                     || request.has("ExclusiveStartShardId")
                     || request.has("ShardFilter")
                 {
-                    return Err(ApiError::invalid(
+                    return Err(error::invalid(
                         "NextToken cannot be combined with StreamName, ExclusiveStartShardId or ShardFilter",
                     ));
                 }
                 let state = decode_token(token)?;
-                let bad = || ApiError::invalid(format!("NextToken {token} is invalid"));
+                let bad = || error::invalid(format!("NextToken {token} is invalid"));
                 let Some(Value::Str(name)) = state.get("s") else { return Err(bad()) };
                 let Some(Value::Int(after)) = state.get("a") else { return Err(bad()) };
                 let filter = match state.get("f") {
@@ -309,7 +314,7 @@ impl KinesisApi {
             None => {
                 let name = self.stream_of(request)?;
                 let after = match request.str_opt("ExclusiveStartShardId")? {
-                    Some(text) => Some(parse_shard(&name, "ExclusiveStartShardId", text)?.0),
+                    Some(text) => Some(parse_shard(&name, "ExclusiveStartShardId", text)?.get()),
                     None => None,
                 };
                 let filter = match request.structure_opt("ShardFilter")? {
@@ -322,21 +327,21 @@ impl KinesisApi {
         let stream = self.describe(&name)?;
         let now = self.now_ms();
         let mut shards: Vec<_> = stream
-            .shards
+            .shards()
             .iter()
-            .filter(|shard| after.is_none_or(|after| shard.id > after))
+            .filter(|shard| after.is_none_or(|after| shard.shard_id().get() > after))
             .filter(|shard| {
                 filter.as_ref().is_none_or(|filter| filter.admits(&stream, shard.shard_id(), now))
             })
             .collect();
-        shards.sort_by_key(|shard| shard.id);
+        shards.sort_by_key(|shard| shard.shard_id().get());
         let has_more = shards.len() > limit;
         shards.truncate(limit);
         let next_token = match (has_more, shards.last()) {
             (true, Some(last)) => {
                 let state = Value::map()
-                    .with("s", stream.name.as_str())
-                    .with("a", last.id)
+                    .with("s", stream.name())
+                    .with("a", last.shard_id().get())
                     .with_opt("f", filter.as_ref().map(ShardFilter::to_value));
                 Some(encode_token(&state))
             }
@@ -356,50 +361,54 @@ impl KinesisApi {
         let hours = request.int_req("RetentionPeriodHours")?;
         let hours =
             u32::try_from(hours).ok().filter(|hours| (24..=8760).contains(hours)).ok_or_else(|| {
-                ApiError::invalid(format!(
+                error::invalid(format!(
                 "Minimum allowed retention period is 24 hours and maximum is 8760 hours. Requested retention \
                  period ({hours} hours) is out of range."
             ))
             })?;
-        self.engine
-            .update_stream(&name, move |stream| {
-                let current = stream.retention_hours;
-                if increase && hours < current {
-                    return Err(catalog::CatalogError::InvalidArgument {
-                        what: format!(
-                            "Requested retention period ({hours} hours) for stream {} can not be shorter than \
-                             existing retention period ({current} hours). Use DecreaseRetentionPeriod API.",
-                            stream.name
-                        ),
-                    });
+        // Checked against what the stream has, and applied only if nothing changed meanwhile.
+        for _ in 0..8 {
+            let stream = self.describe(&name)?;
+            let current = stream.retention_hours();
+            if increase && hours < current {
+                return Err(error::invalid(format!(
+                    "Requested retention period ({hours} hours) for stream {name} can not be shorter than \
+                     existing retention period ({current} hours). Use DecreaseRetentionPeriod API."
+                )));
+            }
+            if !increase && hours > current {
+                return Err(error::invalid(format!(
+                    "Requested retention period ({hours} hours) for stream {name} can not be longer than \
+                     existing retention period ({current} hours). Use IncreaseRetentionPeriod API."
+                )));
+            }
+            match self
+                .engine
+                .update_at(&key(&name), Some(stream.version()), ResourceUpdate::Retention { hours })
+                .await
+            {
+                Err(EngineError::Catalog(CatalogError::Invalid(Invalid::Version { .. }))) => continue,
+                outcome => {
+                    outcome?;
+                    return Ok(Value::map());
                 }
-                if !increase && hours > current {
-                    return Err(catalog::CatalogError::InvalidArgument {
-                        what: format!(
-                            "Requested retention period ({hours} hours) for stream {} can not be longer than \
-                             existing retention period ({current} hours). Use IncreaseRetentionPeriod API.",
-                            stream.name
-                        ),
-                    });
-                }
-                updates::retention(hours)(stream)
-            })
-            .await?;
-        Ok(Value::map())
+            }
+        }
+        Err(EngineError::Resharding { name: name.to_string() }.into())
     }
 
     pub(super) async fn split_shard(&self, request: Request<'_>) -> Result<Value, ApiError> {
         let name = self.stream_of(request)?;
         let shard = parse_shard(&name, "ShardToSplit", request.str_req("ShardToSplit")?)?;
         let key_text = request.str_req("NewStartingHashKey")?;
-        let key: HashKey = key_text.parse().map_err(|_| {
+        let split_at: HashKey = key_text.parse().map_err(|_| {
             ApiError::validation(
                 "NewStartingHashKey",
                 key_text,
                 "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
             )
         })?;
-        self.engine.split_shard(&name, shard, key).await?;
+        self.engine.split_shard(&key(&name), shard, split_at).await?;
         Ok(Value::map())
     }
 
@@ -407,7 +416,7 @@ impl KinesisApi {
         let name = self.stream_of(request)?;
         let shard = parse_shard(&name, "ShardToMerge", request.str_req("ShardToMerge")?)?;
         let adjacent = parse_shard(&name, "AdjacentShardToMerge", request.str_req("AdjacentShardToMerge")?)?;
-        self.engine.merge_shards(&name, shard, adjacent).await?;
+        self.engine.merge_shards(&key(&name), shard, adjacent).await?;
         Ok(Value::map())
     }
 
@@ -430,14 +439,14 @@ impl KinesisApi {
         // AWS's rule: one call at most doubles or halves the shard count.
         if target > current * 2 || target * 2 < current {
             return Err(ApiError::new(
-                ErrorCode::LimitExceeded,
+                codes::LIMIT_EXCEEDED,
                 format!(
                     "UpdateShardCount to {target} shards from {current}: a single call may at most double or halve \
                      the number of open shards of stream {name}"
                 ),
             ));
         }
-        self.engine.update_shard_count(&name, target).await?;
+        self.engine.update_shard_count(&key(&name), target).await?;
         Ok(Value::map()
             .with("StreamName", name.as_str())
             .with("StreamARN", self.stream_arn(name.as_str()))
@@ -452,7 +461,7 @@ impl KinesisApi {
             request.structure_opt("StreamModeDetails")?.ok_or_else(|| value::missing("StreamModeDetails"))?,
         ))?
         .expect("details were given");
-        self.engine.update_stream(&name, updates::mode(mode)).await?;
+        self.engine.update_stream(&name, ResourceUpdate::Mode(mode)).await?;
         Ok(Value::map())
     }
 
@@ -461,7 +470,7 @@ impl KinesisApi {
         let name = self.stream_of(request)?;
         request.int_req("MaxRecordSizeInKiB")?;
         let kib = bounded_int(request, "MaxRecordSizeInKiB", 1024, 10_240)?.expect("present") as u32;
-        self.engine.update_stream(&name, updates::max_record_bytes(kib << 10)).await?;
+        self.engine.update_stream(&name, ResourceUpdate::MaxRecordBytes { bytes: kib << 10 }).await?;
         Ok(Value::map())
     }
 
@@ -469,7 +478,7 @@ impl KinesisApi {
     fn stream_of_resource(&self, request: Request<'_>) -> Result<StreamName, ApiError> {
         let arn = request.str_req("ResourceARN")?;
         if arn.contains("/consumer/") {
-            return Err(ApiError::invalid(format!(
+            return Err(error::invalid(format!(
                 "ResourceARN {arn}: tags are kept on streams, not consumers"
             )));
         }
@@ -488,7 +497,7 @@ impl KinesisApi {
             ));
         }
         validate_tags(&tags)?;
-        self.engine.update_stream(&name, updates::add_tags(tags)).await?;
+        self.engine.update_stream(&name, ResourceUpdate::AddTags(tags)).await?;
         Ok(Value::map())
     }
 
@@ -503,13 +512,13 @@ impl KinesisApi {
             .iter()
             .map(|key| match key {
                 Value::Str(key) => Ok(key.clone()),
-                _ => Err(ApiError::new(ErrorCode::Serialization, "TagKeys must be a list of strings")),
+                _ => Err(ApiError::new(codes::SERIALIZATION, "TagKeys must be a list of strings")),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if keys.is_empty() || keys.len() > catalog::TAGS_PER_STREAM_MAX {
+        if keys.is_empty() || keys.len() > TAGS_PER_RESOURCE_MAX {
             return Err(ApiError::validation("TagKeys", "[]", "Member must have length between 1 and 50"));
         }
-        self.engine.update_stream(&name, updates::remove_tags(keys)).await?;
+        self.engine.update_stream(&name, ResourceUpdate::RemoveTags(keys)).await?;
         Ok(Value::map())
     }
 
@@ -524,7 +533,7 @@ impl KinesisApi {
         let after = request.str_opt("ExclusiveStartTagKey")?;
         let stream = self.describe(&name)?;
         let tags: Vec<_> =
-            stream.tags.iter().filter(|(key, _)| after.is_none_or(|after| key.as_str() > after)).collect();
+            stream.tags().iter().filter(|(key, _)| after.is_none_or(|after| key.as_str() > after)).collect();
         let has_more = tags.len() > limit;
         Ok(Value::map()
             .with("Tags", Value::List(Self::tag_values(tags.into_iter().take(limit))))
@@ -534,7 +543,7 @@ impl KinesisApi {
     pub(super) fn list_tags_for_resource(&self, request: Request<'_>) -> Result<Value, ApiError> {
         let name = self.stream_of_resource(request)?;
         let stream = self.describe(&name)?;
-        Ok(Value::map().with("Tags", Value::List(Self::tag_values(stream.tags.iter()))))
+        Ok(Value::map().with("Tags", Value::List(Self::tag_values(stream.tags().iter()))))
     }
 
     /// Start/StopStreamEncryption: new records are sealed with AES-256-GCM under a key
@@ -548,7 +557,7 @@ impl KinesisApi {
         let name = self.stream_of(request)?;
         match request.str_req("EncryptionType")? {
             "KMS" => {}
-            "NONE" => return Err(ApiError::invalid("EncryptionType must be KMS")),
+            "NONE" => return Err(error::invalid("EncryptionType must be KMS")),
             other => {
                 return Err(ApiError::validation(
                     "EncryptionType",
@@ -558,35 +567,36 @@ impl KinesisApi {
             }
         }
         let key_id = request.str_req("KeyId")?;
-        if key_id.is_empty() || key_id.len() > millrace_core::crypto::KEY_ID_BYTES_MAX {
+        if key_id.is_empty() || key_id.len() > millrace_core::KEY_ID_BYTES_MAX {
             return Err(ApiError::validation("KeyId", key_id, "Member must have length between 1 and 2048"));
         }
         if start && !self.config.encryption_at_rest {
-            return Err(ApiError::invalid("this server has no encryption key configured"));
+            return Err(error::invalid("this server has no encryption key configured"));
         }
         let key_id = key_id.to_owned();
-        self.engine
-            .update_stream(&name, move |stream| {
-                if !start && stream.encryption_key_id.as_deref() != Some(key_id.as_str()) {
-                    return Err(catalog::CatalogError::InvalidArgument {
-                        what: format!("stream {} is not encrypted with KeyId {key_id}", stream.name),
-                    });
+        for _ in 0..8 {
+            let stream = self.describe(&name)?;
+            if !start && stream.encryption_key_id() != Some(key_id.as_str()) {
+                return Err(error::invalid(format!("stream {name} is not encrypted with KeyId {key_id}")));
+            }
+            let update = ResourceUpdate::Encryption { key_id: start.then(|| key_id.clone()) };
+            match self.engine.update_at(&key(&name), Some(stream.version()), update).await {
+                Err(EngineError::Catalog(CatalogError::Invalid(Invalid::Version { .. }))) => continue,
+                outcome => {
+                    outcome?;
+                    return Ok(Value::map());
                 }
-                updates::encryption(start.then_some(key_id))(stream)
-            })
-            .await?;
-        Ok(Value::map())
+            }
+        }
+        Err(EngineError::Resharding { name: name.to_string() }.into())
     }
 
     pub(super) fn describe_limits(&self) -> Value {
         let mut open_shards = 0usize;
         let mut on_demand = 0usize;
-        for name in self.engine.list_streams() {
-            let Ok(name) = name.parse::<StreamName>() else { continue };
-            if let Ok(stream) = self.engine.describe(&name) {
-                open_shards += stream.open_shards().count();
-                on_demand += usize::from(stream.mode == StreamMode::OnDemand);
-            }
+        for stream in self.engine.list(ResourceKind::DataStream) {
+            open_shards += stream.open_shards().count();
+            on_demand += usize::from(stream.mode() == StreamMode::OnDemand);
         }
         Value::map()
             .with("ShardLimit", SHARDS_PER_STREAM_MAX)

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use millrace_core::shard_log::{ReadLimits, StartPosition};
-use millrace_core::types::{ShardId, StreamName};
+use millrace_core::{ReadLimits, SequenceNumber, ShardId, StartPosition, StreamName};
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{self, codes};
 use super::records::{parse_sequence, record_value};
-use super::value::{self, Protocol, Request, Value};
 use super::KinesisApi;
-use crate::eventstream::Message;
+use crate::aws::eventstream::Message;
+use crate::aws::ApiError;
+use crate::aws::{document as value, Protocol, Request, Value};
 
 /// Most bytes one event carries (AWS pushes up to 2 MiB per second per shard).
 const EVENT_BYTES_MAX: usize = 2 << 20;
@@ -56,6 +56,7 @@ impl KinesisApi {
         self: &Arc<Self>,
         protocol: Protocol,
         body: &[u8],
+        request_id: &str,
     ) -> Result<tokio::sync::mpsc::Receiver<Bytes>, ApiError> {
         let decoded = value::decode(protocol, body)?;
         let request = Request::new(protocol, &decoded);
@@ -66,11 +67,11 @@ impl KinesisApi {
             request.structure_opt("StartingPosition")?.ok_or_else(|| value::missing("StartingPosition"))?;
         let start = starting_position(position)?;
         self.describe(&stream)?;
-        let from = self.engine.resolve(&stream, shard, start).await?;
-        let key = (consumer_arn.clone(), shard.0);
+        let from = self.engine.resolve(&super::key(&stream), shard, start).await?;
+        let key = (consumer_arn.clone(), shard.get());
         if !self.sessions.active.lock().expect("not poisoned").insert(key.clone()) {
             return Err(ApiError::new(
-                ErrorCode::ResourceInUse,
+                codes::RESOURCE_IN_USE,
                 format!("Another active subscription exists for consumer {consumer_arn} and shard {shard}."),
             ));
         }
@@ -84,9 +85,10 @@ impl KinesisApi {
         tx.try_send(Bytes::from(initial.encode())).expect("a fresh channel has room");
         let deadline = Instant::now() + Duration::from_millis(self.config.subscription_ms as u64);
         let api = self.clone();
+        let request_id = request_id.to_owned();
         tokio::spawn(async move {
             let _guard = guard;
-            api.pump(Session { stream, shard, position: from, protocol, deadline }, tx).await;
+            api.pump(Session { stream, shard, position: from, protocol, deadline, request_id }, tx).await;
         });
         Ok(rx)
     }
@@ -94,15 +96,19 @@ impl KinesisApi {
     async fn pump(&self, mut session: Session, tx: tokio::sync::mpsc::Sender<Bytes>) {
         let mut last_sent: Option<Instant> = None;
         // Woken by the shard's commits; timers only for heartbeats and the session's end.
-        let signal = self.engine.commit_signal(&session.stream, session.shard).ok();
+        let signal = self.engine.commit_signal(&super::key(&session.stream), session.shard).ok();
         while Instant::now() < session.deadline {
             let limits = ReadLimits { max_records: 10_000, max_bytes: EVENT_BYTES_MAX };
             let seen = signal.as_ref().map(|signal| signal.generation());
-            let read = match self.engine.read(&session.stream, session.shard, session.position, limits).await
+            let read = match self
+                .engine
+                .read(&super::key(&session.stream), session.shard, session.position, limits)
+                .await
             {
                 Ok(read) => read,
                 Err(error) => {
-                    let error = ApiError::from(error);
+                    let error =
+                        crate::aws::error::scrub(ApiError::from(error), "kinesis", &session.request_id);
                     let payload = Value::map().with("message", error.message.as_str());
                     let message = Message::exception(
                         error.code.type_name(),
@@ -122,8 +128,8 @@ impl KinesisApi {
                 let continuation = read
                     .records
                     .last()
-                    .map_or(session.position.saturating_sub(1), |record| record.sequence.0);
-                let meta = self.engine.describe(&session.stream).ok();
+                    .map_or(session.position.as_u128().saturating_sub(1), |record| record.sequence.as_u128());
+                let meta = self.engine.describe_stream(&session.stream).ok();
                 let records: Vec<Value> = read.records.into_iter().map(record_value).collect();
                 let mut event = Value::map()
                     .with("Records", Value::List(records))
@@ -175,16 +181,17 @@ impl KinesisApi {
 struct Session {
     stream: StreamName,
     shard: ShardId,
-    position: u128,
+    position: SequenceNumber,
     protocol: Protocol,
     deadline: Instant,
+    request_id: String,
 }
 
 fn starting_position(position: Request<'_>) -> Result<StartPosition, ApiError> {
     let kind = position.str_req("Type")?;
     let sequence = || {
         let text = position.str_opt("SequenceNumber")?.ok_or_else(|| {
-            ApiError::invalid(format!("StartingPosition of type {kind} requires a SequenceNumber"))
+            error::invalid(format!("StartingPosition of type {kind} requires a SequenceNumber"))
         })?;
         parse_sequence("StartingPosition.SequenceNumber", text)
     };
@@ -195,7 +202,7 @@ fn starting_position(position: Request<'_>) -> Result<StartPosition, ApiError> {
         "AFTER_SEQUENCE_NUMBER" => StartPosition::AfterSequence(sequence()?),
         "AT_TIMESTAMP" => StartPosition::AtTimestamp {
             arrival_ms: position.timestamp_opt("Timestamp")?.ok_or_else(|| {
-                ApiError::invalid("StartingPosition of type AT_TIMESTAMP requires a Timestamp")
+                error::invalid("StartingPosition of type AT_TIMESTAMP requires a Timestamp")
             })?,
         },
         other => return Err(ApiError::validation(

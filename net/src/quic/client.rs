@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::CertificateDer;
 
-use super::frame::{self, ErrorCode, FrameError, Message, HEADER_BYTES};
+use super::frame::{self, EncodeError, ErrorCode, FrameError, Message, HEADER_BYTES};
 use super::server::{transport_config, ALPN};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +25,9 @@ pub enum QuicError {
     BadFrame(FrameError),
     #[error("the server answered with an unexpected message")]
     Unexpected,
+    /// The request cannot be put in a frame (a field longer than the protocol allows).
+    #[error("the request cannot be sent: {0}")]
+    Encode(EncodeError),
 }
 
 impl QuicError {
@@ -67,6 +70,14 @@ pub struct QuicClient {
 
 impl QuicClient {
     pub async fn connect(config: &ClientConfig) -> Result<QuicClient, QuicError> {
+        let hello = Message::Hello { version: 1, token: config.token.clone(), client: "millrace-sdk".into() };
+        QuicClient::connect_opening_with(config, &hello.to_frame(0).map_err(QuicError::Encode)?).await
+    }
+
+    /// Connects and opens the first stream with `first` (normally the HELLO frame). For
+    /// tests of the server's checks before HELLO.
+    #[doc(hidden)]
+    pub async fn connect_opening_with(config: &ClientConfig, first: &[u8]) -> Result<QuicClient, QuicError> {
         let connect_error = |what: String| QuicError::Connect { server: config.server, what };
         let mut roots = rustls::RootCertStore::empty();
         roots.add(config.trusted_cert.clone()).map_err(|error| connect_error(error.to_string()))?;
@@ -92,8 +103,7 @@ impl QuicClient {
             .map_err(|error| connect_error(error.to_string()))?;
         let (mut send, mut recv) =
             connection.open_bi().await.map_err(|error| connect_error(error.to_string()))?;
-        let hello = Message::Hello { version: 1, token: config.token.clone(), client: "millrace-sdk".into() };
-        send.write_all(&hello.to_frame(0)).await.map_err(|error| connect_error(error.to_string()))?;
+        send.write_all(first).await.map_err(|error| connect_error(error.to_string()))?;
         match read_frame(&mut recv).await {
             Ok(Some((_, Message::Welcome { .. }))) => {}
             Ok(Some((_, Message::Error { code, message }))) => {
@@ -132,7 +142,9 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(u64, Message
     let mut payload = vec![0u8; checked.length as usize];
     recv.read_exact(&mut payload).await.map_err(|error| QuicError::Lost { what: error.to_string() })?;
     checked.check_payload(&payload).map_err(QuicError::BadFrame)?;
-    Ok(Some((checked.request_id, Message::decode(checked.kind, &payload).map_err(QuicError::BadFrame)?)))
+    let message =
+        Message::decode_with_flags(checked.kind, checked.flags, &payload).map_err(QuicError::BadFrame)?;
+    Ok(Some((checked.request_id, message)))
 }
 
 /// Who waits for the answers to a request: one answer, or a stream of them (subscriptions).
@@ -216,12 +228,12 @@ impl Channel {
     /// Sends a request and waits for its answer; other requests may be sent meanwhile.
     pub async fn request(&self, message: &Message) -> Result<Message, QuicError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = message.to_frame(id).map_err(QuicError::Encode)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         match self.waiters.lock().expect("not poisoned").as_mut() {
             Some(waiters) => waiters.insert(id, Waiter::Once(tx)),
             None => return Err(QuicError::Lost { what: "the stream has ended".into() }),
         };
-        let frame = message.to_frame(id);
         if let Err(error) = self.send.lock().await.write_all(&frame).await {
             if let Some(waiters) = self.waiters.lock().expect("not poisoned").as_mut() {
                 waiters.remove(&id);
@@ -238,12 +250,13 @@ impl Channel {
         message: &Message,
     ) -> Result<(u64, tokio::sync::mpsc::UnboundedReceiver<Result<Message, QuicError>>), QuicError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = message.to_frame(id).map_err(QuicError::Encode)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         match self.waiters.lock().expect("not poisoned").as_mut() {
             Some(waiters) => waiters.insert(id, Waiter::Many(tx)),
             None => return Err(QuicError::Lost { what: "the stream has ended".into() }),
         };
-        self.send_frame(&message.to_frame(id)).await?;
+        self.send_frame(&frame).await?;
         Ok((id, rx))
     }
 

@@ -207,7 +207,13 @@ async fn follow(
                     outstanding = outstanding.saturating_sub(count);
                     if outstanding < config.credits_per_shard / 2 {
                         let grant = config.credits_per_shard - outstanding;
-                        channel.send_frame(&Message::Credit { credits: grant }.to_frame(id)).await?;
+                        channel
+                            .send_frame(
+                                &Message::Credit { credits: grant }
+                                    .to_frame(id)
+                                    .map_err(QuicError::Encode)?,
+                            )
+                            .await?;
                         outstanding += grant;
                     }
                 }

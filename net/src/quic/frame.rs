@@ -18,7 +18,8 @@ pub const PAYLOAD_BYTES_MAX: u32 = (16 << 20) + (64 << 10);
 ///      0    4 magic        "MRQ1"
 ///      4    1 version      1
 ///      5    1 kind
-///      6    2 flags        0
+///      6    2 flags        bit 0 RESENT on PUT_STAMPED (the batch was sent before); 0
+///                            on every other kind
 ///      8    4 length       payload bytes
 ///     12    4 crc32c       of header bytes 0..12 and 16..32, then the payload
 ///     16    8 request_id
@@ -60,11 +61,14 @@ pub enum ErrorCode {
     LimitExceeded = 11,
     Internal = 12,
     ShuttingDown = 13,
+    /// A resent batch the server cannot confirm (its producer's history expired, or it was
+    /// stored split over shards that were resharded since): maybe stored, not stored again.
+    Unconfirmable = 14,
 }
 
 impl ErrorCode {
     /// Every code, so that the numbers are written once (in the enum).
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::BadFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -78,6 +82,7 @@ impl ErrorCode {
         ErrorCode::LimitExceeded,
         ErrorCode::Internal,
         ErrorCode::ShuttingDown,
+        ErrorCode::Unconfirmable,
     ];
 
     pub fn from_u16(code: u16) -> Option<ErrorCode> {
@@ -88,6 +93,19 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(self, ErrorCode::ResourceInUse | ErrorCode::Internal | ErrorCode::ShuttingDown)
     }
+}
+
+/// The only header flag: on PUT_STAMPED, this batch was sent before.
+pub const FLAG_RESENT: u16 = 1;
+
+/// Why a message cannot be encoded: a field longer than its length prefix holds. Never
+/// silently cut (a cut could even fall inside a UTF-8 character).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} of {len} is longer than the protocol's {max}")]
+pub struct EncodeError {
+    pub field: &'static str,
+    pub len: usize,
+    pub max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +144,7 @@ impl FrameError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub kind: u8,
+    pub flags: u16,
     pub length: u32,
     pub request_id: u64,
     crc32c: u32,
@@ -154,11 +173,13 @@ pub fn decode_header(bytes: &[u8]) -> Result<Header, FrameError> {
     if header.length.get() > PAYLOAD_BYTES_MAX {
         return Err(FrameError::TooLarge { length: header.length.get() });
     }
-    if header.flags.get() != 0 || header.reserved.get() != 0 {
+    let flags_allowed = if header.kind == kind::PUT_STAMPED { FLAG_RESENT } else { 0 };
+    if header.flags.get() & !flags_allowed != 0 || header.reserved.get() != 0 {
         return Err(FrameError::NonZeroReserved);
     }
     Ok(Header {
         kind: header.kind,
+        flags: header.flags.get(),
         length: header.length.get(),
         request_id: header.request_id.get(),
         crc32c: header.crc32c.get(),
@@ -316,14 +337,29 @@ pub enum Message {
     PutStamped {
         producer_id: u64,
         batch: u32,
+        /// This batch was sent before (header flag RESENT).
+        resent: bool,
         stream: String,
         records: Vec<PutRecord>,
     },
 }
 
-struct Writer(Vec<u8>);
+/// Where a payload is written; the first field that does not fit is remembered.
+struct Writer(Vec<u8>, Option<EncodeError>);
 
 impl Writer {
+    fn fits(&mut self, field: &'static str, len: usize, max: usize) -> bool {
+        if len > max {
+            self.1.get_or_insert(EncodeError { field, len, max });
+            return false;
+        }
+        true
+    }
+    fn count8(&mut self, field: &'static str, len: usize) {
+        if self.fits(field, len, 255) {
+            self.u8(len as u8);
+        }
+    }
     fn u8(&mut self, value: u8) {
         self.0.push(value);
     }
@@ -340,18 +376,22 @@ impl Writer {
         self.0.extend_from_slice(&value.to_le_bytes());
     }
     fn name(&mut self, text: &str) {
-        let bytes = &text.as_bytes()[..text.len().min(255)];
-        self.u8(bytes.len() as u8);
-        self.0.extend_from_slice(bytes);
+        if self.fits("a name", text.len(), 255) {
+            self.u8(text.len() as u8);
+            self.0.extend_from_slice(text.as_bytes());
+        }
     }
     fn text(&mut self, text: &str) {
-        let bytes = &text.as_bytes()[..text.len().min(u16::MAX as usize)];
-        self.u16(bytes.len() as u16);
-        self.0.extend_from_slice(bytes);
+        if self.fits("a text", text.len(), u16::MAX as usize) {
+            self.u16(text.len() as u16);
+            self.0.extend_from_slice(text.as_bytes());
+        }
     }
     fn blob(&mut self, bytes: &[u8]) {
-        self.u32(u32::try_from(bytes.len()).expect("blob over 4 GiB"));
-        self.0.extend_from_slice(bytes);
+        if self.fits("a blob", bytes.len(), PAYLOAD_BYTES_MAX as usize) {
+            self.u32(bytes.len() as u32);
+            self.0.extend_from_slice(bytes);
+        }
     }
 }
 
@@ -438,29 +478,66 @@ impl Message {
         }
     }
 
+    /// An ERROR. The server's own message is clipped, at a character boundary, to what the
+    /// frame's text field holds.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
-        Message::Error { code: code as u16, message: message.into() }
+        let mut message = message.into();
+        if message.len() > u16::MAX as usize {
+            let mut end = u16::MAX as usize;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Message::Error { code: code as u16, message }
     }
 
-    pub fn encode_payload(&self) -> Vec<u8> {
-        let mut out = Writer(Vec::new());
+    pub fn encode_payload(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Writer(Vec::new(), None);
         self.write_payload(&mut out);
-        out.0
+        match out.1 {
+            Some(error) => Err(error),
+            None => Ok(out.0),
+        }
+    }
+
+    /// This message as sent again: a stamped PUT says it was sent before; others are the same.
+    pub fn as_resent(&self) -> Message {
+        match self {
+            Message::PutStamped { producer_id, batch, stream, records, .. } => Message::PutStamped {
+                producer_id: *producer_id,
+                batch: *batch,
+                resent: true,
+                stream: stream.clone(),
+                records: records.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The header flags this message carries.
+    fn flags(&self) -> u16 {
+        match self {
+            Message::PutStamped { resent: true, .. } => FLAG_RESENT,
+            _ => 0,
+        }
     }
 
     fn write_payload(&self, out: &mut Writer) {
         match self {
             Message::Hello { version, token, client } => {
                 out.u16(*version);
-                out.u16(u16::try_from(token.len()).expect("token under 64 KiB"));
-                out.0.extend_from_slice(token);
+                if out.fits("the token", token.len(), u16::MAX as usize) {
+                    out.u16(token.len() as u16);
+                    out.0.extend_from_slice(token);
+                }
                 out.name(client);
             }
             Message::Welcome { version, payload_bytes_max } => {
                 out.u16(*version);
                 out.u32(*payload_bytes_max);
             }
-            Message::PutStamped { producer_id, batch, stream, records } => {
+            Message::PutStamped { producer_id, batch, stream, records, .. } => {
                 out.0.extend_from_slice(&producer_id.to_le_bytes());
                 out.u32(*batch);
                 write_put(out, stream, records);
@@ -485,8 +562,8 @@ impl Message {
                     out.u8(u8::from(shard.open));
                     out.u128(shard.hash_start);
                     out.u128(shard.hash_end);
-                    out.u8(shard.parents.len().min(255) as u8);
-                    for parent in shard.parents.iter().take(255) {
+                    out.count8("a shard's parents", shard.parents.len());
+                    for parent in &shard.parents {
                         out.u32(*parent);
                     }
                 }
@@ -526,8 +603,8 @@ impl Message {
                 out.u128(*next);
                 out.u8(u8::from(*ended));
                 out.i64(*millis_behind_latest);
-                out.u8(children.len().min(255) as u8);
-                for child in children.iter().take(255) {
+                out.count8("a shard's children", children.len());
+                for child in children {
                     out.u32(*child);
                 }
                 out.u32(records.len() as u32);
@@ -541,8 +618,13 @@ impl Message {
         }
     }
 
-    /// Decodes a payload whose frame passed its checks.
+    /// Decodes a payload whose frame passed its checks (with no header flags).
     pub fn decode(kind: u8, payload: &[u8]) -> Result<Message, FrameError> {
+        Message::decode_with_flags(kind, 0, payload)
+    }
+
+    /// Decodes a payload whose frame passed its checks, with the header's flags.
+    pub fn decode_with_flags(kind: u8, flags: u16, payload: &[u8]) -> Result<Message, FrameError> {
         let mut input = Reader { bytes: payload, at: 0, kind };
         let message = match kind {
             kind::HELLO => {
@@ -560,7 +642,7 @@ impl Message {
                 let producer_id = u64::from_le_bytes(input.take(8)?.try_into().expect("8 bytes"));
                 let batch = input.u32()?;
                 let (stream, records) = read_put(&mut input)?;
-                Message::PutStamped { producer_id, batch, stream, records }
+                Message::PutStamped { producer_id, batch, resent: flags & FLAG_RESENT != 0, stream, records }
             }
             kind::PUT_ACK => {
                 let count = input.count(20)?;
@@ -645,20 +727,27 @@ impl Message {
         Ok(message)
     }
 
-    /// The whole frame of this message.
-    pub fn to_frame(&self, request_id: u64) -> Vec<u8> {
+    /// The whole frame of this message; an error if a field does not fit its length prefix
+    /// or the payload the protocol's limit.
+    pub fn to_frame(&self, request_id: u64) -> Result<Vec<u8>, EncodeError> {
         // The payload is written after room for the header, which is filled in last: one
         // buffer, no copy of the (possibly megabytes of) payload.
-        let mut out = Writer(vec![0u8; HEADER_BYTES]);
+        let mut out = Writer(vec![0u8; HEADER_BYTES], None);
         self.write_payload(&mut out);
+        if let Some(error) = out.1 {
+            return Err(error);
+        }
         let mut frame = out.0;
-        let length = u32::try_from(frame.len() - HEADER_BYTES).expect("payload over 4 GiB");
-        assert!(length <= PAYLOAD_BYTES_MAX, "payload above the protocol's limit");
+        let length = frame.len() - HEADER_BYTES;
+        if length > PAYLOAD_BYTES_MAX as usize {
+            return Err(EncodeError { field: "the payload", len: length, max: PAYLOAD_BYTES_MAX as usize });
+        }
+        let length = length as u32;
         let mut header = FrameHeader {
             magic: MAGIC.into(),
             version: VERSION,
             kind: self.kind(),
-            flags: 0.into(),
+            flags: self.flags().into(),
             length: length.into(),
             crc32c: 0.into(),
             request_id: request_id.into(),
@@ -667,13 +756,13 @@ impl Message {
         let crc = frame_crc(header.as_bytes(), &frame[HEADER_BYTES..]);
         header.crc32c = crc.into();
         frame[..HEADER_BYTES].copy_from_slice(header.as_bytes());
-        frame
+        Ok(frame)
     }
 }
 
 fn write_put(out: &mut Writer, stream: &str, records: &[PutRecord]) {
     out.name(stream);
-    out.u32(records.len() as u32);
+    out.u32(u32::try_from(records.len()).unwrap_or(u32::MAX));
     for record in records {
         out.text(&record.partition_key);
         match record.explicit_hash_key {
@@ -735,7 +824,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(u64, Message, usize), FrameError> {
     let payload =
         bytes.get(HEADER_BYTES..end).ok_or(FrameError::Truncated { needed: end, available: bytes.len() })?;
     header.check_payload(payload)?;
-    Ok((header.request_id, Message::decode(header.kind, payload)?, end))
+    Ok((header.request_id, Message::decode_with_flags(header.kind, header.flags, payload)?, end))
 }
 
 #[cfg(test)]
@@ -824,9 +913,11 @@ mod tests {
                 |(stream, owner, shard, sequence)| Message::Checkpoint { stream, owner, shard, sequence }
             ),
             Just(Message::CheckpointAck),
-            (any::<u64>(), any::<u32>(), "[a-z]{1,12}").prop_map(|(producer_id, batch, stream)| {
-                Message::PutStamped { producer_id, batch, stream, records: vec![] }
-            }),
+            (any::<u64>(), any::<u32>(), any::<bool>(), "[a-z]{1,12}").prop_map(
+                |(producer_id, batch, resent, stream)| {
+                    Message::PutStamped { producer_id, batch, resent, stream, records: vec![] }
+                }
+            ),
         ];
         prop_oneof![base, more]
     }
@@ -834,13 +925,13 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip(message in arb_message(), request_id in any::<u64>()) {
-            let frame = message.to_frame(request_id);
+            let frame = message.to_frame(request_id).unwrap();
             prop_assert_eq!(decode_frame(&frame), Ok((request_id, message, frame.len())));
         }
 
         #[test]
         fn any_flipped_bit_is_caught(message in arb_message(), bit in any::<usize>()) {
-            let mut frame = message.to_frame(7);
+            let mut frame = message.to_frame(7).unwrap();
             let bit = bit % (frame.len() * 8);
             frame[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(decode_frame(&frame).is_err());
@@ -861,12 +952,55 @@ mod tests {
             assert_eq!(ErrorCode::from_u16(code as u16), Some(code));
         }
         assert_eq!(ErrorCode::from_u16(0), None);
-        assert_eq!(ErrorCode::from_u16(14), None);
+        assert_eq!(ErrorCode::from_u16(15), None);
+    }
+
+    /// Too long for its length prefix: an error naming the field, never a silent cut (a cut
+    /// at 255 bytes could fall inside a character).
+    #[test]
+    fn fields_too_long_are_errors() {
+        let stream = "é".repeat(128); // 256 bytes
+        let error = Message::Describe { stream }.to_frame(1).unwrap_err();
+        assert_eq!((error.field, error.len, error.max), ("a name", 256, 255));
+        let key = "k".repeat(70_000);
+        let put = Message::Put {
+            stream: "s".into(),
+            records: vec![PutRecord { partition_key: key, explicit_hash_key: None, data: vec![] }],
+        };
+        assert_eq!(put.to_frame(1).unwrap_err().max, u16::MAX as usize);
+        let parents = ShardInfo { id: 1, open: true, hash_start: 0, hash_end: 1, parents: vec![0; 300] };
+        assert!(Message::Description { shards: vec![parents] }.to_frame(1).is_err());
+        let hello = Message::Hello { version: 1, token: vec![0; 70_000], client: "c".into() };
+        assert_eq!(hello.to_frame(1).unwrap_err().field, "the token");
+        // The server's own error messages are clipped at a character boundary instead.
+        let long = Message::error(ErrorCode::Internal, "é".repeat(40_000));
+        let Message::Error { message, .. } = &long else { unreachable!() };
+        assert!(message.len() <= u16::MAX as usize && message.chars().all(|c| c == 'é'));
+        assert!(long.to_frame(1).is_ok());
+    }
+
+    #[test]
+    fn only_a_stamped_put_may_say_it_was_resent() {
+        let put = Message::PutStamped {
+            producer_id: 1,
+            batch: 2,
+            resent: true,
+            stream: "s".into(),
+            records: vec![],
+        };
+        let frame = put.to_frame(3).unwrap();
+        assert_eq!(u16::from_le_bytes([frame[6], frame[7]]), FLAG_RESENT);
+        assert_eq!(decode_frame(&frame).unwrap().1, put);
+        // The same flag on another kind is refused (and a flipped flag fails the CRC anyway).
+        let mut describe = Vec::new();
+        encode_frame(&mut describe, kind::DESCRIBE, 1, &[1, b's']);
+        describe[6] = 1;
+        assert!(decode_frame(&describe).is_err());
     }
 
     #[test]
     fn checks_come_before_the_payload() {
-        let frame = Message::Describe { stream: "s".into() }.to_frame(1);
+        let frame = Message::Describe { stream: "s".into() }.to_frame(1).unwrap();
         let mut wrong_version = frame.clone();
         wrong_version[4] = 2;
         assert_eq!(decode_header(&wrong_version).unwrap_err().code(), ErrorCode::UnsupportedVersion);
@@ -877,7 +1011,8 @@ mod tests {
         // the other.
         let mut subscribe =
             Message::Subscribe { stream: "s".into(), shard: 0, start: ReadStart::Latest, credits: 1 }
-                .to_frame(1);
+                .to_frame(1)
+                .unwrap();
         subscribe[5] = kind::READ;
         assert_eq!(decode_frame(&subscribe).unwrap_err(), FrameError::BadCrc);
         let mut unknown = Vec::new();

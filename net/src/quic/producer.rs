@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millrace_core::types::{HashKey, SequenceNumber};
+use millrace_core::{HashKey, SequenceNumber};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::client::{Channel, ClientConfig, QuicClient, QuicError};
@@ -306,15 +306,20 @@ impl Link {
 
     /// Sends a request, reconnecting and sending again while the connection is lost (for
     /// up to a minute: a server restart).
+    /// A stamped batch sent again says so (the server may have stored the first sending).
     async fn request(&self, message: &Message) -> Result<Message, QuicError> {
         let mut lost_since: Option<tokio::time::Instant> = None;
+        let mut resent: Option<Message> = None;
         loop {
             let (generation, channel) = self.current().await;
-            match channel.request(message).await {
+            match channel.request(resent.as_ref().unwrap_or(message)).await {
                 Err(QuicError::Lost { what }) if self.client.is_some() => {
                     let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() > Duration::from_secs(60) {
                         return Err(QuicError::Lost { what });
+                    }
+                    if resent.is_none() {
+                        resent = Some(message.as_resent());
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     let _ = self.reconnect(generation).await;
@@ -390,7 +395,7 @@ async fn dispatch(
     let key = item
         .record
         .explicit_hash_key
-        .unwrap_or_else(|| HashKey::from_partition_key(&item.record.partition_key).0);
+        .unwrap_or_else(|| HashKey::from_partition_key(&item.record.partition_key).get());
     let shard = route(&maps[&item.stream], key);
     let sender = shards.entry((item.stream.clone(), shard)).or_insert_with(|| {
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -456,12 +461,19 @@ async fn send_batch(link: &Link, items: Vec<Item>, stamp: Option<(u64, u32)>, at
     let (records, items): (Vec<PutRecord>, Vec<Waiting>) =
         items.into_iter().map(|item| (item.record, (item.reply, item._permit))).unzip();
     let request = match stamp {
-        Some((producer_id, batch)) => Message::PutStamped { producer_id, batch, stream, records },
+        Some((producer_id, batch)) => {
+            Message::PutStamped { producer_id, batch, resent: false, stream, records }
+        }
         None => Message::Put { stream, records },
     };
     let mut attempt = 0;
+    let mut request = request;
     let outcome = loop {
         attempt += 1;
+        if attempt == 2 {
+            // Sent before: a stamped batch now says so.
+            request = request.as_resent();
+        }
         match link.request(&request).await {
             Ok(Message::PutAck { acks }) if acks.len() == items.len() => break Ok(acks),
             Ok(_) => break Err(QuicError::Unexpected),
@@ -481,7 +493,7 @@ async fn send_batch(link: &Link, items: Vec<Item>, stamp: Option<(u64, u32)>, at
         Ok(acks) => {
             for ((reply, _permit), (_, sequence)) in items.into_iter().zip(acks) {
                 if let Some(reply) = reply {
-                    reply.send(Ok(SequenceNumber(sequence)));
+                    reply.send(Ok(SequenceNumber::from_u128(sequence)));
                 }
             }
         }

@@ -6,12 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millrace_core::engine::EngineError;
-use millrace_core::format::ProducerStamp;
-use millrace_core::runtime::Engine;
-use millrace_core::shard_log::{ReadLimits, StartPosition};
-use millrace_core::types::{
-    HashKey, PartitionKey, Record, SequenceNumber, ShardId, StoredRecord, StreamName,
+use millrace_core::Engine;
+use millrace_core::{
+    EngineError, HashKey, PartitionKey, ReadLimits, Record, ResourceKey, SequenceNumber, ShardId, Stamp,
+    StartPosition, StoredRecord, StreamName,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -21,6 +19,12 @@ use super::frame::{self, ErrorCode, FrameError, Message, ReadStart, RecordOut, S
 pub const ALPN: &[u8] = b"millrace/1";
 /// Requests one stream may have in flight before the server stops reading it (backpressure).
 const IN_FLIGHT_PER_STREAM: usize = 256;
+/// Requests one connection may have in flight over all its streams.
+const IN_FLIGHT_PER_CONNECTION: usize = 1024;
+/// Push subscriptions one connection may hold.
+pub const SUBSCRIPTIONS_PER_CONNECTION: usize = 64;
+/// Largest frame payload before HELLO passed: a version, a token and a client name.
+pub const HELLO_PAYLOAD_MAX: u32 = 4096;
 /// Time a new connection has to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest read a client may ask for, in bytes.
@@ -103,8 +107,12 @@ impl QuicServer {
     }
 }
 
-/// Reads one whole frame; `Ok(None)` at a clean end of stream.
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(u64, Message)>, FrameError> {
+/// Reads one whole frame of at most `payload_bytes_max`; `Ok(None)` at a clean end of
+/// stream. The length is checked against the limit before anything is allocated.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    payload_bytes_max: u32,
+) -> Result<Option<(u64, Message)>, FrameError> {
     let mut header = [0u8; HEADER_BYTES];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -112,26 +120,48 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(u64, Message
         Err(_) => return Err(FrameError::Truncated { needed: HEADER_BYTES, available: 0 }),
     }
     let checked = frame::decode_header(&header)?;
+    if checked.length > payload_bytes_max {
+        return Err(FrameError::TooLarge { length: checked.length });
+    }
     let mut payload = vec![0u8; checked.length as usize];
     recv.read_exact(&mut payload)
         .await
         .map_err(|_| FrameError::Truncated { needed: checked.length as usize, available: 0 })?;
     checked.check_payload(&payload)?;
-    Ok(Some((checked.request_id, Message::decode(checked.kind, &payload)?)))
+    Ok(Some((checked.request_id, Message::decode_with_flags(checked.kind, checked.flags, &payload)?)))
 }
 
 fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len() && left.iter().zip(right).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
+/// A frame for the wire. The server's own messages always fit (their lengths are bounded by
+/// what it checked on the way in); should one not, the client gets an ERROR instead of a
+/// frame cut short.
+fn encoded(message: &Message, request_id: u64) -> Vec<u8> {
+    message.to_frame(request_id).unwrap_or_else(|error| {
+        let refusal = Message::error(ErrorCode::Internal, format!("the answer cannot be encoded: {error}"));
+        refusal.to_frame(request_id).expect("a short error fits")
+    })
+}
+
+/// What a connection may hold at once: every path a client can fill is bounded.
+struct Bounds {
+    /// Requests being handled, over all the connection's streams.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Push subscriptions.
+    subscriptions: Arc<tokio::sync::Semaphore>,
+}
+
 async fn serve_connection(engine: Engine, connection: quinn::Connection, token: Arc<[u8]>) {
     // The first stream must open with HELLO, and nothing else is served before it passes.
+    // Until then a frame may be no larger than a HELLO can be.
     let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await
     else {
         connection.close((ErrorCode::Unauthenticated as u32).into(), b"no HELLO");
         return;
     };
-    let refusal = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv)).await {
+    let refusal = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, HELLO_PAYLOAD_MAX)).await {
         Ok(Ok(Some((id, Message::Hello { version, token: presented, .. })))) => {
             if version != u16::from(frame::VERSION) {
                 Some((
@@ -143,7 +173,7 @@ async fn serve_connection(engine: Engine, connection: quinn::Connection, token: 
                 Some((id, ErrorCode::Unauthenticated, "the token is not valid".to_owned()))
             } else {
                 let welcome = Message::Welcome { version: 1, payload_bytes_max: frame::PAYLOAD_BYTES_MAX };
-                if send.write_all(&welcome.to_frame(id)).await.is_err() {
+                if send.write_all(&encoded(&welcome, id)).await.is_err() {
                     return;
                 }
                 None
@@ -152,26 +182,72 @@ async fn serve_connection(engine: Engine, connection: quinn::Connection, token: 
         Ok(Ok(Some((id, _)))) => {
             Some((id, ErrorCode::Unauthenticated, "the first frame must be HELLO".to_owned()))
         }
+        Ok(Err(error @ FrameError::TooLarge { .. })) => Some((
+            0,
+            ErrorCode::FrameTooLarge,
+            format!("{error}: before HELLO a frame holds at most {HELLO_PAYLOAD_MAX} bytes"),
+        )),
         Ok(Err(error)) => Some((0, error.code(), error.to_string())),
         _ => Some((0, ErrorCode::Unauthenticated, "no HELLO".to_owned())),
     };
     if let Some((id, code, message)) = refusal {
-        let _ = send.write_all(&Message::error(code, message).to_frame(id)).await;
+        let _ = send.write_all(&encoded(&Message::error(code, message), id)).await;
         let _ = send.finish();
         // Let the refusal reach the client before the connection goes.
         tokio::time::sleep(Duration::from_millis(100)).await;
         connection.close((code as u32).into(), b"refused");
         return;
     }
-    tokio::spawn(serve_stream(engine.clone(), send, recv));
+    let bounds = Arc::new(Bounds {
+        in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_PER_CONNECTION)),
+        subscriptions: Arc::new(tokio::sync::Semaphore::new(SUBSCRIPTIONS_PER_CONNECTION)),
+    });
+    tokio::spawn(serve_stream(engine.clone(), send, recv, bounds.clone()));
     while let Ok((send, recv)) = connection.accept_bi().await {
-        tokio::spawn(serve_stream(engine.clone(), send, recv));
+        tokio::spawn(serve_stream(engine.clone(), send, recv, bounds.clone()));
+    }
+}
+
+/// Credits granted to a subscription and not yet used: a counter, however many CREDIT
+/// frames arrive (a queue of them would grow with each).
+#[derive(Default)]
+struct Credits {
+    granted: std::sync::Mutex<u64>,
+    more: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Credits {
+    fn grant(&self, credits: u32) {
+        let mut granted = self.granted.lock().expect("not poisoned");
+        *granted = granted.saturating_add(u64::from(credits)).min(u64::from(u32::MAX));
+        self.more.notify_one();
+    }
+
+    fn take_all(&self) -> u64 {
+        std::mem::take(&mut *self.granted.lock().expect("not poisoned"))
+    }
+
+    /// The stream is gone: the subscription stops.
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.more.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
 /// Serves the requests of one stream: each is handled in its own task and answered as soon
-/// as it is done; at most [`IN_FLIGHT_PER_STREAM`] at once.
-async fn serve_stream(engine: Engine, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+/// as it is done; at most [`IN_FLIGHT_PER_STREAM`] at once on the stream, and
+/// [`IN_FLIGHT_PER_CONNECTION`] over the connection.
+async fn serve_stream(
+    engine: Engine,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    bounds: Arc<Bounds>,
+) {
     let (answers, mut outbox) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT_PER_STREAM);
     let writer = tokio::spawn(async move {
         let mut send = send;
@@ -183,91 +259,130 @@ async fn serve_stream(engine: Engine, send: quinn::SendStream, mut recv: quinn::
         let _ = send.finish();
     });
     let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_PER_STREAM));
-    let mut subscriptions: std::collections::HashMap<u64, tokio::sync::mpsc::UnboundedSender<u32>> =
-        std::collections::HashMap::new();
+    let mut subscriptions: std::collections::HashMap<u64, Arc<Credits>> = std::collections::HashMap::new();
     loop {
-        let request = read_frame(&mut recv).await;
+        let request = read_frame(&mut recv, frame::PAYLOAD_BYTES_MAX).await;
         match request {
             Ok(Some((id, Message::Subscribe { stream, shard, start, credits }))) => {
-                let (more, credit_inbox) = tokio::sync::mpsc::unbounded_channel();
-                subscriptions.insert(id, more);
-                let subscription = Subscription { id, stream, shard, start, credits };
-                tokio::spawn(subscription.run(engine.clone(), credit_inbox, answers.clone()));
+                // Finished subscriptions leave the map, so that it stays as small as the
+                // connection's bound on live ones.
+                subscriptions.retain(|_, credits| Arc::strong_count(credits) > 1);
+                let Ok(slot) = bounds.subscriptions.clone().try_acquire_owned() else {
+                    let error = Message::error(
+                        ErrorCode::LimitExceeded,
+                        format!("a connection may hold at most {SUBSCRIPTIONS_PER_CONNECTION} subscriptions"),
+                    );
+                    let _ = answers.send(encoded(&error, id)).await;
+                    continue;
+                };
+                let sink = Arc::new(Credits::default());
+                sink.grant(credits);
+                subscriptions.insert(id, sink.clone());
+                let subscription = Subscription { id, stream, shard, start };
+                let (engine, answers) = (engine.clone(), answers.clone());
+                tokio::spawn(async move {
+                    subscription.run(engine, sink, answers).await;
+                    drop(slot);
+                });
             }
-            Ok(Some((id, Message::Credit { credits }))) => {
-                let granted = subscriptions.get(&id).is_some_and(|more| more.send(credits).is_ok());
-                if !granted {
+            Ok(Some((id, Message::Credit { credits }))) => match subscriptions.get(&id) {
+                Some(sink) if Arc::strong_count(sink) > 1 => sink.grant(credits),
+                _ => {
                     let error = Message::error(
                         ErrorCode::InvalidArgument,
                         format!("no subscription {id} on this stream"),
                     );
-                    let _ = answers.send(error.to_frame(id)).await;
+                    let _ = answers.send(encoded(&error, id)).await;
                 }
-            }
+            },
             Ok(Some((id, message))) => {
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let Ok(connection_permit) = bounds.in_flight.clone().acquire_owned().await else { break };
                 let (engine, answers) = (engine.clone(), answers.clone());
                 tokio::spawn(async move {
-                    let answer = handle(&engine, message).await;
-                    let _ = answers.send(answer.to_frame(id)).await;
-                    drop(permit);
+                    let answer = handle(&engine, message, id).await;
+                    let _ = answers.send(encoded(&answer, id)).await;
+                    drop((permit, connection_permit));
                 });
             }
             Ok(None) => break,
             Err(error) => {
                 // A bad frame ends this stream (its framing can no longer be trusted); the
                 // connection and its other streams go on.
-                let _ = answers.send(Message::error(error.code(), error.to_string()).to_frame(0)).await;
+                let _ = answers.send(encoded(&Message::error(error.code(), error.to_string()), 0)).await;
                 let _ = recv.stop(0u32.into());
                 break;
             }
         }
     }
+    for sink in subscriptions.values() {
+        sink.close();
+    }
     drop(answers);
     let _ = writer.await;
 }
 
-fn engine_error(error: EngineError) -> Message {
+/// The engine's errors as the protocol's codes. Internal failures keep their detail (which
+/// may name the server's files) for the server's log.
+fn engine_error(error: EngineError, request_id: u64) -> Message {
+    use millrace_core::CatalogError;
     let code = match &error {
-        EngineError::StreamNotFound { .. } => ErrorCode::StreamNotFound,
-        EngineError::ShardNotFound { .. } => ErrorCode::ShardNotFound,
-        EngineError::InvalidArgument { .. } | EngineError::ShardClosed { .. } => ErrorCode::InvalidArgument,
+        EngineError::Catalog(CatalogError::NotFound { .. }) => ErrorCode::StreamNotFound,
+        EngineError::Catalog(CatalogError::ShardNotFound { .. }) => ErrorCode::ShardNotFound,
+        EngineError::Catalog(CatalogError::Exists { .. } | CatalogError::HasConsumers { .. }) => {
+            ErrorCode::ResourceInUse
+        }
+        EngineError::Catalog(CatalogError::Limit(_)) => ErrorCode::LimitExceeded,
+        EngineError::Catalog(_) | EngineError::ForeignSequence { .. } | EngineError::StaleBatch { .. } => {
+            ErrorCode::InvalidArgument
+        }
         EngineError::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
-        EngineError::ResourceInUse { .. } | EngineError::StreamExists { .. } => ErrorCode::ResourceInUse,
-        EngineError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+        EngineError::Resharding { .. } => ErrorCode::ResourceInUse,
+        EngineError::RetryOutsideWindow { .. } | EngineError::RetryAcrossReshard { .. } => {
+            ErrorCode::Unconfirmable
+        }
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
         _ => ErrorCode::Internal,
     };
+    if code == ErrorCode::Internal {
+        eprintln!("millrace: QUIC request {request_id}: internal failure: {error}");
+        return Message::error(
+            code,
+            format!("internal failure; the server's log has the details (request {request_id})"),
+        );
+    }
     Message::error(code, error.to_string())
 }
 
 /// A stored record as RECORDS carries it.
 fn record_out(record: StoredRecord) -> RecordOut {
     RecordOut {
-        sequence: record.sequence.0,
+        sequence: record.sequence.as_u128(),
         arrival_ms: record.arrival_ms,
         partition_key: record.partition_key,
         data: record.data,
     }
 }
 
-fn stream_name(text: &str) -> Result<StreamName, Message> {
-    text.parse()
-        .map_err(|_| Message::error(ErrorCode::InvalidArgument, format!("{text:?} is not a stream name")))
+fn stream_key(text: &str) -> Result<ResourceKey, Message> {
+    let name: StreamName = text
+        .parse()
+        .map_err(|_| Message::error(ErrorCode::InvalidArgument, format!("{text:?} is not a stream name")))?;
+    Ok(ResourceKey::from(&name))
 }
 
-async fn handle(engine: &Engine, message: Message) -> Message {
+async fn handle(engine: &Engine, message: Message, request_id: u64) -> Message {
     let outcome = match message {
-        Message::Put { stream, records } => put(engine, &stream, records, None).await,
-        Message::PutStamped { producer_id, batch, stream, records } => {
-            put(engine, &stream, records, Some(ProducerStamp { producer_id, batch })).await
+        Message::Put { stream, records } => put(engine, &stream, records, None, request_id).await,
+        Message::PutStamped { producer_id, batch, resent, stream, records } => {
+            put(engine, &stream, records, Some(Stamp { producer_id, batch, resent }), request_id).await
         }
-        Message::Describe { stream } => describe(engine, &stream),
+        Message::Describe { stream } => describe(engine, &stream, request_id),
         Message::Read { stream, shard, start, max_records } => {
-            read(engine, &stream, shard, start, max_records).await
+            read(engine, &stream, shard, start, max_records, request_id).await
         }
         Message::Checkpoint { stream, owner, shard, sequence } => {
-            checkpoint(engine, &stream, &owner, shard, sequence).await
+            checkpoint(engine, &stream, &owner, shard, sequence, request_id).await
         }
         Message::Hello { .. } => Err(Message::error(ErrorCode::InvalidArgument, "already greeted")),
         other => {
@@ -281,9 +396,10 @@ async fn put(
     engine: &Engine,
     stream: &str,
     records: Vec<frame::PutRecord>,
-    producer: Option<ProducerStamp>,
+    stamp: Option<Stamp>,
+    request_id: u64,
 ) -> Result<Message, Message> {
-    let name = stream_name(stream)?;
+    let key = stream_key(stream)?;
     if records.is_empty() {
         return Err(Message::error(ErrorCode::InvalidArgument, "a PUT needs at least one record"));
     }
@@ -295,31 +411,32 @@ async fn put(
             })?;
             Ok(Record {
                 partition_key,
-                explicit_hash_key: record.explicit_hash_key.map(HashKey),
+                explicit_hash_key: record.explicit_hash_key.map(HashKey::new),
                 data: record.data,
             })
         })
         .collect::<Result<Vec<_>, Message>>()?;
-    let appended = engine.append_stamped(&name, records, producer).await.map_err(engine_error)?;
+    let appended =
+        engine.append_stamped(&key, records, stamp).await.map_err(|error| engine_error(error, request_id))?;
     let acks = appended
         .into_iter()
-        .map(|done| done.map(|done| (done.shard.0, done.sequence.0)))
+        .map(|done| done.map(|done| (done.shard.get(), done.sequence.as_u128())))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(engine_error)?;
+        .map_err(|error| engine_error(error, request_id))?;
     Ok(Message::PutAck { acks })
 }
 
-fn describe(engine: &Engine, stream: &str) -> Result<Message, Message> {
-    let meta = engine.describe(&stream_name(stream)?).map_err(engine_error)?;
+fn describe(engine: &Engine, stream: &str, request_id: u64) -> Result<Message, Message> {
+    let meta = engine.describe(&stream_key(stream)?).map_err(|error| engine_error(error, request_id))?;
     let shards = meta
-        .shards
+        .shards()
         .iter()
         .map(|shard| ShardInfo {
-            id: shard.id,
+            id: shard.shard_id().get(),
             open: shard.is_open(),
-            hash_start: shard.hash_start,
-            hash_end: shard.hash_end,
-            parents: shard.parents.clone(),
+            hash_start: shard.range().start(),
+            hash_end: shard.range().end(),
+            parents: shard.parents().map(|parent| parent.get()).collect(),
         })
         .collect();
     Ok(Message::Description { shards })
@@ -331,33 +448,42 @@ async fn read(
     shard: u32,
     start: ReadStart,
     max_records: u32,
+    request_id: u64,
 ) -> Result<Message, Message> {
-    let name = stream_name(stream)?;
-    let shard = ShardId(shard);
+    let key = stream_key(stream)?;
+    let shard = ShardId::new(shard);
+    let failed = |error| engine_error(error, request_id);
     let position = match start {
-        ReadStart::At(position) => position,
+        ReadStart::At(position) => SequenceNumber::from_u128(position),
         other => {
             let start = match other {
                 ReadStart::TrimHorizon => StartPosition::TrimHorizon,
                 ReadStart::Latest => StartPosition::Latest,
-                ReadStart::AtSequence(sequence) => StartPosition::AtSequence(SequenceNumber(sequence)),
-                ReadStart::AfterSequence(sequence) => StartPosition::AfterSequence(SequenceNumber(sequence)),
+                ReadStart::AtSequence(sequence) => {
+                    StartPosition::AtSequence(SequenceNumber::from_u128(sequence))
+                }
+                ReadStart::AfterSequence(sequence) => {
+                    StartPosition::AfterSequence(SequenceNumber::from_u128(sequence))
+                }
                 ReadStart::AtTimestamp(arrival_ms) => StartPosition::AtTimestamp { arrival_ms },
                 ReadStart::At(_) => unreachable!("handled above"),
             };
-            engine.resolve(&name, shard, start).await.map_err(engine_error)?
+            engine.resolve(&key, shard, start).await.map_err(failed)?
         }
     };
     let limits = ReadLimits { max_records: max_records.clamp(1, 10_000) as usize, max_bytes: READ_BYTES_MAX };
-    let read = engine.read(&name, shard, position, limits).await.map_err(engine_error)?;
+    let read = engine.read(&key, shard, position, limits).await.map_err(failed)?;
     let records = read.records.into_iter().map(record_out).collect::<Vec<_>>();
     // Where the next read starts; past the last record when the shard has ended.
-    let next = read.next.unwrap_or_else(|| records.last().map_or(position, |last| last.sequence + 1));
+    let next = read
+        .next
+        .map(SequenceNumber::as_u128)
+        .unwrap_or_else(|| records.last().map_or(position.as_u128(), |last| last.sequence + 1));
     Ok(Message::Records {
         next,
         ended: read.next.is_none(),
         millis_behind_latest: read.millis_behind_latest,
-        children: read.child_shards.iter().map(|child| child.0).collect(),
+        children: read.child_shards.iter().map(|child| child.get()).collect(),
         records,
     })
 }
@@ -368,9 +494,13 @@ async fn checkpoint(
     owner: &str,
     shard: u32,
     sequence: u128,
+    request_id: u64,
 ) -> Result<Message, Message> {
-    let name = stream_name(stream)?;
-    engine.checkpoint(&name, owner, ShardId(shard), SequenceNumber(sequence)).await.map_err(engine_error)?;
+    let key = stream_key(stream)?;
+    engine
+        .checkpoint(&key, owner, ShardId::new(shard), SequenceNumber::from_u128(sequence))
+        .await
+        .map_err(|error| engine_error(error, request_id))?;
     Ok(Message::CheckpointAck)
 }
 
@@ -385,28 +515,23 @@ struct Subscription {
     stream: String,
     shard: u32,
     start: ReadStart,
-    credits: u32,
 }
 
 impl Subscription {
-    async fn run(
-        mut self,
-        engine: Engine,
-        mut more: tokio::sync::mpsc::UnboundedReceiver<u32>,
-        answers: tokio::sync::mpsc::Sender<Vec<u8>>,
-    ) {
-        let failed = |error: Message| error.to_frame(self.id);
-        let name = match stream_name(&self.stream) {
-            Ok(name) => name,
+    async fn run(self, engine: Engine, credits: Arc<Credits>, answers: tokio::sync::mpsc::Sender<Vec<u8>>) {
+        let id = self.id;
+        let failed = |error: Message| encoded(&error, id);
+        let key = match stream_key(&self.stream) {
+            Ok(key) => key,
             Err(error) => {
                 let _ = answers.send(failed(error)).await;
                 return;
             }
         };
-        let shard = ShardId(self.shard);
+        let shard = ShardId::new(self.shard);
         let mut position = match self.start {
             ReadStart::At(position) => position,
-            _ => match read(&engine, &self.stream, self.shard, self.start, 1).await {
+            _ => match read(&engine, &self.stream, self.shard, self.start, 1, id).await {
                 // A one-record read resolves the start; begin from its first record.
                 Ok(Message::Records { records, next, .. }) => {
                     records.first().map_or(next, |first| first.sequence)
@@ -419,30 +544,29 @@ impl Subscription {
             },
         };
         // Woken by the shard's commits; the timer only backs it up.
-        let signal = match engine.commit_signal(&name, shard) {
+        let signal = match engine.commit_signal(&key, shard) {
             Ok(signal) => signal,
             Err(error) => {
-                let _ = answers.send(failed(engine_error(error))).await;
+                let _ = answers.send(failed(engine_error(error, id))).await;
                 return;
             }
         };
+        let mut available: u64 = 0;
         loop {
-            while let Ok(credits) = more.try_recv() {
-                self.credits = self.credits.saturating_add(credits);
+            if credits.is_closed() {
+                return;
             }
-            if self.credits == 0 {
-                match more.recv().await {
-                    Some(credits) => self.credits = credits,
-                    None => return,
-                }
+            available = available.saturating_add(credits.take_all());
+            if available == 0 {
+                credits.more.notified().await;
                 continue;
             }
-            let limits = ReadLimits { max_records: self.credits.min(10_000) as usize, max_bytes: 4 << 20 };
+            let limits = ReadLimits { max_records: available.min(10_000) as usize, max_bytes: 4 << 20 };
             let seen = signal.generation();
-            let outcome = match engine.read(&name, shard, position, limits).await {
+            let outcome = match engine.read(&key, shard, SequenceNumber::from_u128(position), limits).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
-                    let _ = answers.send(failed(engine_error(error))).await;
+                    let _ = answers.send(failed(engine_error(error, id))).await;
                     return;
                 }
             };
@@ -450,19 +574,21 @@ impl Subscription {
             let count = outcome.records.len();
             if count > 0 || ended {
                 let records: Vec<RecordOut> = outcome.records.into_iter().map(record_out).collect();
-                let next =
-                    outcome.next.unwrap_or_else(|| records.last().map_or(position, |last| last.sequence + 1));
+                let next = outcome
+                    .next
+                    .map(SequenceNumber::as_u128)
+                    .unwrap_or_else(|| records.last().map_or(position, |last| last.sequence + 1));
                 let message = Message::Records {
                     next,
                     ended,
                     millis_behind_latest: outcome.millis_behind_latest,
-                    children: outcome.child_shards.iter().map(|child| child.0).collect(),
+                    children: outcome.child_shards.iter().map(|child| child.get()).collect(),
                     records,
                 };
-                if answers.send(message.to_frame(self.id)).await.is_err() {
+                if answers.send(encoded(&message, id)).await.is_err() {
                     return; // the stream is gone
                 }
-                self.credits -= count as u32;
+                available -= count as u64;
                 position = next;
                 if ended {
                     return;
@@ -473,10 +599,7 @@ impl Subscription {
             tokio::select! {
                 _ = signal.changed(seen) => {}
                 _ = tokio::time::sleep(SUBSCRIPTION_POLL_MAX) => {}
-                credits = more.recv() => match credits {
-                    Some(credits) => self.credits = self.credits.saturating_add(credits),
-                    None => return,
-                },
+                _ = credits.more.notified() => {}
             }
         }
     }

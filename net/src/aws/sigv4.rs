@@ -1,16 +1,27 @@
 //! AWS Signature Version 4 verification, as the SDKs and the CLI sign requests.
 //!
-//! Pure: the caller hands in the method, path, query, headers, the body and `now`; the
-//! answer is the access key that signed, or the AWS error a client expects. Only the
-//! `Authorization` header form is accepted (the SDKs' form for Kinesis); presigned URLs are
-//! not used by any Kinesis client.
+//! Pure: the caller hands in the method, path, query, headers, the payload and `now`; the
+//! answer is who signed (and the key that chunked payloads are verified with), or the AWS
+//! error a client expects. Only the `Authorization` header form is accepted (the SDKs' form
+//! for these services); presigned URLs are not used by any of their clients.
+//!
+//! The variants the SDKs use, all accepted:
+//! - the host signed as `host` (HTTP/1.1, and most SDKs over HTTP/2) or as the `:authority`
+//!   pseudo-header (the JavaScript SDK v3's HTTP/2 handler sends no `host` at all);
+//! - the payload hash of the body, or claimed in `x-amz-content-sha256`: a hex hash (checked
+//!   against the body), `UNSIGNED-PAYLOAD` (the body is not covered), or the streaming forms
+//!   `STREAMING-AWS4-HMAC-SHA256-PAYLOAD` (aws-chunked, each chunk signed; see
+//!   [`super::chunked`]) and `STREAMING-UNSIGNED-PAYLOAD-TRAILER`;
+//! - the credential scope names the service the request is for (`kinesis`, `firehose`,
+//!   `kinesisvideo`, `kinesisanalytics`, `glue`, `monitoring`): a request signed for another
+//!   service is refused, as AWS refuses it.
 
 use std::collections::HashMap;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::kinesis::error::{ApiError, ErrorCode};
+use super::error::{codes, ApiError};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// How far a request's time may be from the server's, as AWS allows.
@@ -30,7 +41,7 @@ pub struct Authorization {
 }
 
 fn incomplete(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::IncompleteSignature, message)
+    ApiError::new(codes::INCOMPLETE_SIGNATURE, message)
 }
 
 impl std::str::FromStr for Authorization {
@@ -99,14 +110,25 @@ impl std::str::FromStr for Authorization {
     }
 }
 
-/// One request, as the verifier sees it. Header names are lower-case; HTTP/2 requests
-/// carry their `:authority` as `host`.
+/// One request, as the verifier sees it. Header names are lower-case; an HTTP/2 request
+/// carries its authority as `:authority` (and as `host` when it sent none).
 pub struct SignedRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
     pub headers: &'a [(String, String)],
-    pub body: &'a [u8],
+    pub payload: Payload<'a>,
+}
+
+/// What the verifier knows of the body.
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// The whole body (after any aws-chunked decoding, the body as sent).
+    Body(&'a [u8]),
+    /// Not read yet (a streamed upload): the signature must not depend on it, so it is
+    /// `UNSIGNED-PAYLOAD`, a streaming form, or, with no `x-amz-content-sha256`, signed over an
+    /// empty body as some streaming producers sign.
+    Unread,
 }
 
 impl SignedRequest<'_> {
@@ -119,21 +141,61 @@ impl SignedRequest<'_> {
     }
 }
 
-/// Checks a request's signature against the known keys; returns the access key on success.
+/// `x-amz-content-sha256` of aws-chunked payloads whose chunks are signed.
+pub const STREAMING_SIGNED: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+/// `x-amz-content-sha256` of aws-chunked payloads whose chunks are not signed.
+pub const STREAMING_UNSIGNED_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// Who signed a request, and what verifying its chunks needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub access_key: String,
+    /// `date/region/service/aws4_request`
+    pub scope: String,
+    pub amz_date: String,
+    /// The request's own signature: the seed of a chunked payload's chain.
+    pub signature: String,
+    pub signing_key: [u8; 32],
+    /// What `x-amz-content-sha256` said, if anything.
+    pub content_sha256: Option<String>,
+}
+
+impl Verified {
+    /// Whether the body is aws-chunked with signed chunks.
+    pub fn chunks_signed(&self) -> bool {
+        self.content_sha256.as_deref() == Some(STREAMING_SIGNED)
+    }
+
+    /// Whether the body is aws-chunked at all.
+    pub fn is_chunked(&self) -> bool {
+        self.content_sha256.as_deref().is_some_and(|claim| claim.starts_with("STREAMING-"))
+    }
+}
+
+/// Checks a request's signature against the known keys. `service` is the signing name of
+/// the API the request was routed to.
 pub fn verify(
     request: &SignedRequest<'_>,
     secrets: &HashMap<String, String>,
+    service: &str,
     now_ms: i64,
-) -> Result<String, ApiError> {
-    let header = request.header("authorization").ok_or_else(|| {
-        ApiError::new(ErrorCode::MissingAuthenticationToken, "Missing Authentication Token")
-    })?;
+) -> Result<Verified, ApiError> {
+    let header = request
+        .header("authorization")
+        .ok_or_else(|| ApiError::new(codes::MISSING_AUTHENTICATION_TOKEN, "Missing Authentication Token"))?;
     let authorization: Authorization = header.parse()?;
     let secret = secrets.get(&authorization.access_key).ok_or_else(|| {
-        ApiError::new(ErrorCode::UnrecognizedClient, "The security token included in the request is invalid.")
+        ApiError::new(codes::UNRECOGNIZED_CLIENT, "The security token included in the request is invalid.")
     })?;
-    if !authorization.signed_headers.iter().any(|name| name == "host") {
+    if !authorization.signed_headers.iter().any(|name| name == "host" || name == ":authority") {
         return Err(incomplete("The host header must be signed"));
+    }
+    if authorization.service != service {
+        return Err(ApiError::new(
+            codes::INVALID_SIGNATURE,
+            format!("Credential should be scoped to correct service: '{service}'. "),
+        ));
     }
     let amz_date = request
         .header("x-amz-date")
@@ -144,49 +206,64 @@ pub fn verify(
     })?;
     if amz_date[..8] != authorization.date {
         return Err(ApiError::new(
-            ErrorCode::InvalidSignature,
+            codes::INVALID_SIGNATURE,
             format!("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'",
                 authorization.date, &amz_date[..8]),
         ));
     }
     if (now_ms - signed_ms).abs() > SKEW_MAX_MS {
         return Err(ApiError::new(
-            ErrorCode::InvalidSignature,
+            codes::INVALID_SIGNATURE,
             format!(
                 "Signature expired: {amz_date} is now earlier or later than the server time {} (15 min. allowed)",
                 format_amz_date(now_ms)
             ),
         ));
     }
-    let body_hash = hex(&Sha256::digest(request.body));
-    if let Some(claimed) = request.header("x-amz-content-sha256") {
-        if claimed != "UNSIGNED-PAYLOAD" && claimed != body_hash {
-            return Err(ApiError::new(
-                ErrorCode::InvalidSignature,
-                "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            ));
+    let claim = request.header("x-amz-content-sha256").map(str::to_owned);
+    let hashes: Vec<String> = match (&claim, request.payload) {
+        (Some(claim), _) if claim == UNSIGNED_PAYLOAD || claim.starts_with("STREAMING-") => {
+            vec![claim.clone()]
+        }
+        (Some(claim), Payload::Body(body)) => {
+            if *claim != hex(&Sha256::digest(body)) {
+                return Err(ApiError::new(
+                    codes::INVALID_SIGNATURE,
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ));
+            }
+            vec![claim.clone()]
+        }
+        // A hash of a body not read yet: checked once the body is (see `PayloadCheck`).
+        (Some(claim), Payload::Unread) => vec![claim.clone()],
+        (None, Payload::Body(body)) => vec![hex(&Sha256::digest(body))],
+        (None, Payload::Unread) => vec![hex(&Sha256::digest(b"")), UNSIGNED_PAYLOAD.to_owned()],
+    };
+    let key = signing_key(secret, &authorization.date, &authorization.region, &authorization.service);
+    for payload_hash in hashes {
+        let canonical = canonical_request(request, &authorization.signed_headers, &payload_hash)?;
+        let string_to_sign = format!(
+            "{ALGORITHM}\n{amz_date}\n{}\n{}",
+            authorization.scope,
+            hex(&Sha256::digest(canonical.as_bytes()))
+        );
+        let expected = hex(&hmac(&key, string_to_sign.as_bytes()));
+        if constant_time_eq(expected.as_bytes(), authorization.signature.as_bytes()) {
+            return Ok(Verified {
+                access_key: authorization.access_key,
+                scope: authorization.scope,
+                amz_date,
+                signature: authorization.signature,
+                signing_key: key,
+                content_sha256: claim,
+            });
         }
     }
-    let payload_hash = match request.header("x-amz-content-sha256") {
-        Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD".to_owned(),
-        _ => body_hash,
-    };
-    let canonical = canonical_request(request, &authorization.signed_headers, &payload_hash)?;
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{}\n{}",
-        authorization.scope,
-        hex(&Sha256::digest(canonical.as_bytes()))
-    );
-    let key = signing_key(secret, &authorization.date, &authorization.region, &authorization.service);
-    let expected = hex(&hmac(&key, string_to_sign.as_bytes()));
-    if !constant_time_eq(expected.as_bytes(), authorization.signature.as_bytes()) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSignature,
-            "The request signature we calculated does not match the signature you provided. Check your AWS \
-             Secret Access Key and signing method. Consult the service documentation for details.",
-        ));
-    }
-    Ok(authorization.access_key)
+    Err(ApiError::new(
+        codes::INVALID_SIGNATURE,
+        "The request signature we calculated does not match the signature you provided. Check your AWS \
+         Secret Access Key and signing method. Consult the service documentation for details.",
+    ))
 }
 
 /// Signs a request the way the SDKs do; used by Millrace's own clients (CLI, bench) and by
@@ -202,7 +279,11 @@ pub fn sign(
     let mut signed_headers: Vec<String> = request.headers.iter().map(|(name, _)| name.clone()).collect();
     signed_headers.sort();
     signed_headers.dedup();
-    let payload_hash = hex(&Sha256::digest(request.body));
+    let payload_hash = match (request.header("x-amz-content-sha256"), request.payload) {
+        (Some(claim), _) => claim.to_owned(),
+        (None, Payload::Body(body)) => hex(&Sha256::digest(body)),
+        (None, Payload::Unread) => hex(&Sha256::digest(b"")),
+    };
     let canonical =
         canonical_request(request, &signed_headers, &payload_hash).expect("own headers are present");
     let date = &amz_date[..8];
@@ -299,14 +380,14 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let key = hmac(&key, region.as_bytes());
     let key = hmac(&key, service.as_bytes());
     hmac(&key, b"aws4_request")
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac.finalize().into_bytes().into()
@@ -316,7 +397,7 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     left.len() == right.len() && left.iter().zip(right).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
@@ -397,13 +478,22 @@ mod tests {
                     .to_owned(),
             ),
         ];
-        let request = SignedRequest { method: "GET", path: "/", query: "", headers: &headers, body: b"" };
+        let request = SignedRequest {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(b""),
+        };
         let now = parse_amz_date("20150830T123600Z").unwrap();
-        assert_eq!(verify(&request, &secrets(), now), Ok("AKIDEXAMPLE".to_owned()));
+        assert_eq!(
+            verify(&request, &secrets(), "service", now).map(|signed| signed.access_key),
+            Ok("AKIDEXAMPLE".to_owned())
+        );
         // Fifteen minutes later it still passes; a second more and it has expired.
-        assert!(verify(&request, &secrets(), now + SKEW_MAX_MS).is_ok());
-        let error = verify(&request, &secrets(), now + SKEW_MAX_MS + 1000).unwrap_err();
-        assert_eq!(error.code, ErrorCode::InvalidSignature);
+        assert!(verify(&request, &secrets(), "service", now + SKEW_MAX_MS).is_ok());
+        let error = verify(&request, &secrets(), "service", now + SKEW_MAX_MS + 1000).unwrap_err();
+        assert_eq!(error.code, codes::INVALID_SIGNATURE);
     }
 
     fn signed(body: &[u8]) -> Vec<(String, String)> {
@@ -412,7 +502,13 @@ mod tests {
             ("x-amz-date".to_owned(), "20261122T050000Z".to_owned()),
             ("x-amz-target".to_owned(), "Kinesis_20131202.ListStreams".to_owned()),
         ];
-        let request = SignedRequest { method: "POST", path: "/", query: "", headers: &headers, body };
+        let request = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(body),
+        };
         let secret = &secrets()["AKIDEXAMPLE"];
         let authorization = sign(&request, "AKIDEXAMPLE", secret, "us-east-1", "kinesis", "20261122T050000Z");
         headers.push(("authorization".to_owned(), authorization));
@@ -424,21 +520,147 @@ mod tests {
         let now = parse_amz_date("20261122T050000Z").unwrap();
         let body = br#"{"Limit":1}"#;
         let headers = signed(body);
-        let ok = SignedRequest { method: "POST", path: "/", query: "", headers: &headers, body };
-        assert!(verify(&ok, &secrets(), now).is_ok());
-        let tampered = SignedRequest { body: br#"{"Limit":2}"#, ..ok };
-        assert_eq!(verify(&tampered, &secrets(), now).unwrap_err().code, ErrorCode::InvalidSignature);
+        let ok = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(body),
+        };
+        assert!(verify(&ok, &secrets(), "kinesis", now).is_ok());
+        let tampered = SignedRequest { payload: Payload::Body(br#"{"Limit":2}"#), ..ok };
+        assert_eq!(verify(&tampered, &secrets(), "kinesis", now).unwrap_err().code, codes::INVALID_SIGNATURE);
         let unknown = HashMap::from([("OTHER".to_owned(), "x".to_owned())]);
-        assert_eq!(verify(&ok, &unknown, now).unwrap_err().code, ErrorCode::UnrecognizedClient);
+        assert_eq!(verify(&ok, &unknown, "kinesis", now).unwrap_err().code, codes::UNRECOGNIZED_CLIENT);
         let unsigned = SignedRequest { headers: &headers[..3], ..ok };
         assert_eq!(
-            verify(&unsigned, &secrets(), now).unwrap_err().code,
-            ErrorCode::MissingAuthenticationToken
+            verify(&unsigned, &secrets(), "kinesis", now).unwrap_err().code,
+            codes::MISSING_AUTHENTICATION_TOKEN
         );
         let mut broken = headers.clone();
         broken[3].1 = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/us-east-1/kinesis".to_owned();
         let broken = SignedRequest { headers: &broken, ..ok };
-        assert_eq!(verify(&broken, &secrets(), now).unwrap_err().code, ErrorCode::IncompleteSignature);
+        assert_eq!(
+            verify(&broken, &secrets(), "kinesis", now).unwrap_err().code,
+            codes::INCOMPLETE_SIGNATURE
+        );
+    }
+
+    /// Signs like the JavaScript SDK v3 over HTTP/2: `:authority` instead of `host`.
+    #[test]
+    fn the_authority_pseudo_header_stands_for_host() {
+        let now = parse_amz_date("20261122T050000Z").unwrap();
+        let body = br#"{}"#;
+        let mut headers = vec![
+            (":authority".to_owned(), "127.0.0.1:4567".to_owned()),
+            ("x-amz-date".to_owned(), "20261122T050000Z".to_owned()),
+            ("x-amz-target".to_owned(), "Kinesis_20131202.ListStreams".to_owned()),
+        ];
+        let request = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(body),
+        };
+        let authorization = sign(
+            &request,
+            "AKIDEXAMPLE",
+            &secrets()["AKIDEXAMPLE"],
+            "us-east-1",
+            "kinesis",
+            "20261122T050000Z",
+        );
+        assert!(
+            authorization.contains("SignedHeaders=:authority;x-amz-date;x-amz-target"),
+            "{authorization}"
+        );
+        headers.push(("authorization".to_owned(), authorization));
+        let request = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(body),
+        };
+        assert!(verify(&request, &secrets(), "kinesis", now).is_ok());
+        // Another authority than the one signed does not pass.
+        let mut moved = headers.clone();
+        moved[0].1 = "127.0.0.1:9999".to_owned();
+        let moved = SignedRequest { headers: &moved, ..request };
+        assert_eq!(verify(&moved, &secrets(), "kinesis", now).unwrap_err().code, codes::INVALID_SIGNATURE);
+    }
+
+    /// `UNSIGNED-PAYLOAD` and the streaming claims leave the body out; a hex claim must match.
+    #[test]
+    fn payload_claims_are_honoured() {
+        let now = parse_amz_date("20261122T050000Z").unwrap();
+        for claim in [UNSIGNED_PAYLOAD, STREAMING_SIGNED, STREAMING_UNSIGNED_TRAILER] {
+            let mut headers = vec![
+                ("host".to_owned(), "localhost".to_owned()),
+                ("x-amz-content-sha256".to_owned(), claim.to_owned()),
+                ("x-amz-date".to_owned(), "20261122T050000Z".to_owned()),
+            ];
+            let request = SignedRequest {
+                method: "POST",
+                path: "/putMedia",
+                query: "",
+                headers: &headers,
+                payload: Payload::Unread,
+            };
+            let authorization = sign(
+                &request,
+                "AKIDEXAMPLE",
+                &secrets()["AKIDEXAMPLE"],
+                "us-east-1",
+                "kinesisvideo",
+                "20261122T050000Z",
+            );
+            headers.push(("authorization".to_owned(), authorization));
+            let request = SignedRequest {
+                method: "POST",
+                path: "/putMedia",
+                query: "",
+                headers: &headers,
+                payload: Payload::Unread,
+            };
+            let signed = verify(&request, &secrets(), "kinesisvideo", now).unwrap();
+            assert_eq!(signed.is_chunked(), claim.starts_with("STREAMING-"));
+            assert_eq!(signed.chunks_signed(), claim == STREAMING_SIGNED);
+            // The body does not matter to these claims.
+            let with_body = SignedRequest { payload: Payload::Body(b"anything"), ..request };
+            assert!(verify(&with_body, &secrets(), "kinesisvideo", now).is_ok());
+        }
+        // A hex claim that does not match the body is refused.
+        let mut headers = vec![
+            ("host".to_owned(), "localhost".to_owned()),
+            ("x-amz-content-sha256".to_owned(), hex(&Sha256::digest(b"other"))),
+            ("x-amz-date".to_owned(), "20261122T050000Z".to_owned()),
+        ];
+        let request = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(b"body"),
+        };
+        let authorization = sign(
+            &request,
+            "AKIDEXAMPLE",
+            &secrets()["AKIDEXAMPLE"],
+            "us-east-1",
+            "kinesis",
+            "20261122T050000Z",
+        );
+        headers.push(("authorization".to_owned(), authorization));
+        let request = SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: Payload::Body(b"body"),
+        };
+        assert_eq!(verify(&request, &secrets(), "kinesis", now).unwrap_err().code, codes::INVALID_SIGNATURE);
     }
 
     proptest! {
@@ -456,9 +678,9 @@ mod tests {
         #[test]
         fn signatures_verify_for_any_body(body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let headers = signed(&body);
-            let request = SignedRequest { method: "POST", path: "/", query: "", headers: &headers, body: &body };
+            let request = SignedRequest { method: "POST", path: "/", query: "", headers: &headers, payload: Payload::Body(&body) };
             let now = parse_amz_date("20261122T050000Z").unwrap();
-            prop_assert!(verify(&request, &secrets(), now).is_ok());
+            prop_assert!(verify(&request, &secrets(), "kinesis", now).is_ok());
         }
     }
 }

@@ -1,17 +1,17 @@
-//! Garbage fed to the Kinesis request decoders (JSON 1.1 and CBOR, picked by the first
-//! byte): they return a value or a SerializationException, never panic, and whatever
-//! decodes encodes back to something that decodes.
+//! Garbage fed to the AWS document decoders (JSON 1.1 and CBOR, picked by the first byte):
+//! they return a value or a SerializationException, never panic, and whatever decodes
+//! encodes back to something that decodes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use millrace_net::kinesis::value::{self, Protocol, Request};
+use millrace_net::aws::document::{self, Protocol, Request};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     let protocol = if selector & 1 == 0 { Protocol::Json } else { Protocol::Cbor };
-    if let Ok(decoded) = value::decode(protocol, body) {
-        let again = value::encode(protocol, &decoded);
-        value::decode(protocol, &again).expect("an encoded request decodes");
+    if let Ok(decoded) = document::decode(protocol, body) {
+        let again = document::encode(protocol, &decoded);
+        document::decode(protocol, &again).expect("an encoded request decodes");
         // The accessors the operations use never panic on what decoded.
         let request = Request::new(protocol, &decoded);
         for member in ["StreamName", "Data", "Timestamp", "Records", "Limit", "Tags", "ShardFilter"] {
