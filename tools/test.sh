@@ -10,6 +10,9 @@ need_apt=()
 command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 # The Kinesis API tests drive the server with boto3 and the AWS CLI from a venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
+# ... and with the AWS SDK for JavaScript v3 on Node.js.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -30,6 +33,13 @@ if ! cmp -s "$requirements" .venv/requirements.installed 2>/dev/null; then
   cp "$requirements" .venv/requirements.installed
 fi
 export MILLRACE_PYTHON="$PWD/.venv/bin/python"
+
+js=tools/tests/js
+if ! cmp -s "$js/package-lock.json" "$js/node_modules/.package-lock.installed" 2>/dev/null; then
+  echo "== the AWS SDK for JavaScript v3 (npm ci in $js, pinned by its package-lock.json)"
+  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$js/package-lock.json" "$js/node_modules/.package-lock.installed"
+fi
 
 echo "== cargo test (workspace, debug)"
 test_log=$(mktemp)

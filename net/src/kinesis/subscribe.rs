@@ -7,7 +7,7 @@
 //! pushes events into a bounded channel that the response body drains, so a slow client
 //! slows its own session and nothing else.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,20 +32,40 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 /// Events buffered per session before the session waits for the client.
 const EVENTS_BUFFERED: usize = 4;
 
+/// A new session for a consumer and shard within this long of the last one's start is
+/// refused; after it, the new one takes over (AWS: "If you call SubscribeToShard 5 seconds or
+/// more after a successful call, the second call takes over the subscription and the previous
+/// connection expires or fails with a ResourceInUseException").
+const TAKEOVER_AFTER: Duration = Duration::from_secs(5);
+
+/// One consumer's session on one shard.
+struct Active {
+    id: u64,
+    started: Instant,
+    /// Told when a newer session takes over.
+    taken_over: Arc<tokio::sync::Notify>,
+}
+
 /// Active sessions, by consumer and shard: AWS allows one at a time.
 #[derive(Default)]
 pub struct Sessions {
-    active: Mutex<HashSet<(String, u32)>>,
+    active: Mutex<HashMap<(String, u32), Active>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 struct SessionGuard {
     api: Arc<KinesisApi>,
     key: (String, u32),
+    id: u64,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.api.sessions.active.lock().expect("not poisoned").remove(&self.key);
+        let mut active = self.api.sessions.active.lock().expect("not poisoned");
+        // A session that was taken over leaves its successor's entry alone.
+        if active.get(&self.key).is_some_and(|entry| entry.id == self.id) {
+            active.remove(&self.key);
+        }
     }
 }
 
@@ -69,13 +89,22 @@ impl KinesisApi {
         self.describe(&stream)?;
         let from = self.engine.resolve(&super::key(&stream), shard, start).await?;
         let key = (consumer_arn.clone(), shard.get());
-        if !self.sessions.active.lock().expect("not poisoned").insert(key.clone()) {
-            return Err(ApiError::new(
-                codes::RESOURCE_IN_USE,
-                format!("Another active subscription exists for consumer {consumer_arn} and shard {shard}."),
-            ));
+        let id = self.sessions.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let taken_over = Arc::new(tokio::sync::Notify::new());
+        {
+            let mut active = self.sessions.active.lock().expect("not poisoned");
+            if let Some(previous) = active.get(&key) {
+                if previous.started.elapsed() < TAKEOVER_AFTER {
+                    return Err(ApiError::new(
+                        codes::RESOURCE_IN_USE,
+                        format!("Another active subscription exists for consumer {consumer_arn} and shard {shard}."),
+                    ));
+                }
+                previous.taken_over.notify_one();
+            }
+            active.insert(key.clone(), Active { id, started: Instant::now(), taken_over: taken_over.clone() });
         }
-        let guard = SessionGuard { api: self.clone(), key };
+        let guard = SessionGuard { api: self.clone(), key, id };
         let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_BUFFERED);
         let initial = Message::event(
             "initial-response",
@@ -88,7 +117,16 @@ impl KinesisApi {
         let request_id = request_id.to_owned();
         tokio::spawn(async move {
             let _guard = guard;
-            api.pump(Session { stream, shard, position: from, protocol, deadline, request_id }, tx).await;
+            let session = Session { stream, shard, position: from, protocol, deadline, request_id };
+            tokio::select! {
+                _ = api.pump(session, tx.clone()) => {}
+                _ = taken_over.notified() => {
+                    // The previous connection fails with a ResourceInUseException.
+                    let payload = Value::map().with("message", "A newer subscription for this consumer and shard took over.");
+                    let message = Message::exception("ResourceInUseException", protocol.content_type(), value::encode(protocol, &payload));
+                    let _ = tx.send(Bytes::from(message.encode())).await;
+                }
+            }
         });
         Ok(rx)
     }
