@@ -117,6 +117,11 @@ impl SimDisk {
         self.state.borrow_mut().ops_until_crash = Some(ops);
     }
 
+    /// Takes back a [`SimDisk::crash_after`] that has not struck yet.
+    pub fn disarm_crash(&self) {
+        self.state.borrow_mut().ops_until_crash = None;
+    }
+
     pub fn has_crashed(&self) -> bool {
         self.state.borrow().crashed
     }

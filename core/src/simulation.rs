@@ -160,6 +160,8 @@ impl Sim {
             }
             match started {
                 Ok(started) if !self.disk.has_crashed() => {
+                    // A crash armed for the start that it finished before stays away.
+                    self.disk.disarm_crash();
                     self.disk.set_faults(self.faults);
                     return started;
                 }

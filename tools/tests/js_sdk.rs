@@ -24,7 +24,17 @@ fn the_javascript_sdk_v3_over_http2_against_the_real_server() {
     let _ = std::fs::remove_dir_all(&dir);
     let (access_key, secret) = ("AKIDJSSDKTEST", "js/sdk+secret/for/the/suite");
     let mut server = Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["serve", "--cores", "2", "--segment-mib", "4", "--http-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--cores",
+            "2",
+            "--segment-mib",
+            "4",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(&dir)
         .env("MILLRACE_ACCESS_KEY_ID", access_key)
@@ -62,6 +72,9 @@ fn the_javascript_sdk_v3_over_http2_against_the_real_server() {
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     let exited = server.wait().unwrap();
     let rest = drain.join().unwrap();
-    assert!(status.success(), "the JavaScript SDK test failed (its output is above); server log: {log:#?} {rest:#?}");
+    assert!(
+        status.success(),
+        "the JavaScript SDK test failed (its output is above); server log: {log:#?} {rest:#?}"
+    );
     assert!(exited.success(), "the server did not stop cleanly: {rest:#?}");
 }

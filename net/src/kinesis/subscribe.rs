@@ -102,7 +102,8 @@ impl KinesisApi {
                 }
                 previous.taken_over.notify_one();
             }
-            active.insert(key.clone(), Active { id, started: Instant::now(), taken_over: taken_over.clone() });
+            active
+                .insert(key.clone(), Active { id, started: Instant::now(), taken_over: taken_over.clone() });
         }
         let guard = SessionGuard { api: self.clone(), key, id };
         let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_BUFFERED);
