@@ -517,3 +517,28 @@ fn iterators_expire_when_the_clock_says_so() {
         assert_eq!(error.code(), Some("ExpiredIteratorException"), "{error:?}");
     });
 }
+
+/// A path-routed (rest-json) service's errors: the name in `x-amzn-ErrorType`, the message
+/// in a JSON body, the status its own; and a path no service serves is a 404.
+#[test]
+fn rest_json_errors_have_their_own_shape() {
+    let fixture = echo_fixture();
+    fixture.runtime.block_on(async {
+        let host = fixture.endpoint.trim_start_matches("http://").to_owned();
+        let (pieces, response) =
+            open_upload(&fixture.endpoint, "/test/echo", vec![("host".into(), host.clone())]).await;
+        drop(pieces);
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 403);
+        let error_type = response.headers().get("x-amzn-errortype").unwrap().to_str().unwrap().to_owned();
+        assert_eq!(error_type, "MissingAuthenticationTokenException");
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let value = millrace_net::aws::document::decode(Protocol::Json, &body).unwrap();
+        assert!(value.get("message").is_some() && value.get("__type").is_none(), "{value:?}");
+        let (pieces, response) =
+            open_upload(&fixture.endpoint, "/nowhere", vec![("host".into(), host)]).await;
+        drop(pieces);
+        assert_eq!(response.await.unwrap().status(), 404);
+    });
+}

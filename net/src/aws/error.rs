@@ -45,6 +45,8 @@ pub mod codes {
     pub const VALIDATION: ErrorCode = ErrorCode::new("ValidationException", 400);
     pub const SERIALIZATION: ErrorCode = ErrorCode::new("SerializationException", 400);
     pub const UNKNOWN_OPERATION: ErrorCode = ErrorCode::new("UnknownOperationException", 400);
+    /// A path no operation of a rest-json service serves.
+    pub const UNKNOWN_OPERATION_PATH: ErrorCode = ErrorCode::new("UnknownOperationException", 404);
     pub const MISSING_AUTHENTICATION_TOKEN: ErrorCode =
         ErrorCode::new("MissingAuthenticationTokenException", 403);
     pub const INCOMPLETE_SIGNATURE: ErrorCode = ErrorCode::new("IncompleteSignatureException", 400);

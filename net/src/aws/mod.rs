@@ -14,6 +14,7 @@ pub mod document;
 pub mod error;
 pub mod eventstream;
 pub mod json;
+pub mod restjson;
 pub mod service;
 pub mod sigv4;
 
