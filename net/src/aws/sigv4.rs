@@ -328,8 +328,25 @@ fn canonical_request(
     Ok(canonical)
 }
 
+/// SigV4's "trimall": spaces (and tabs) at the ends go, and every run of spaces inside
+/// becomes one. Tabs inside a value stay, as the SDKs leave them (the Rust SDK collapses
+/// spaces only; Go trims with `TrimSpace` and collapses spaces).
 fn collapse_spaces(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
+    let trimmed = value.trim_matches(|c| c == ' ' || c == '\t');
+    let mut out = String::with_capacity(trimmed.len());
+    let mut previous_space = false;
+    for c in trimmed.chars() {
+        if c == ' ' {
+            if !previous_space {
+                out.push(' ');
+            }
+            previous_space = true;
+        } else {
+            out.push(c);
+            previous_space = false;
+        }
+    }
+    out
 }
 
 fn canonical_query(query: &str) -> String {
@@ -544,6 +561,12 @@ mod tests {
             verify(&broken, &secrets(), "kinesis", now).unwrap_err().code,
             codes::INCOMPLETE_SIGNATURE
         );
+    }
+
+    #[test]
+    fn header_values_are_trimmed_as_the_sdks_trim_them() {
+        assert_eq!(collapse_spaces("  attempt=1;   max=3 "), "attempt=1; max=3");
+        assert_eq!(collapse_spaces("\ta\tb  c\t"), "a\tb c");
     }
 
     /// Signs like the JavaScript SDK v3 over HTTP/2: `:authority` instead of `host`.
