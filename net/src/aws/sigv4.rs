@@ -569,43 +569,41 @@ mod tests {
         assert_eq!(collapse_spaces("\ta\tb  c\t"), "a\tb c");
     }
 
+    /// `headers` with the example key's `authorization` added, as a client signs them.
+    fn signed_by_example(
+        mut headers: Vec<(String, String)>,
+        path: &str,
+        payload: Payload<'_>,
+        service: &str,
+    ) -> Vec<(String, String)> {
+        let request = SignedRequest { method: "POST", path, query: "", headers: &headers, payload };
+        let secret = &secrets()["AKIDEXAMPLE"];
+        let authorization = sign(&request, "AKIDEXAMPLE", secret, "us-east-1", service, "20261122T050000Z");
+        headers.push(("authorization".to_owned(), authorization));
+        headers
+    }
+
+    fn header(name: &str, value: impl Into<String>) -> (String, String) {
+        (name.to_owned(), value.into())
+    }
+
     /// Signs like the JavaScript SDK v3 over HTTP/2: `:authority` instead of `host`.
     #[test]
     fn the_authority_pseudo_header_stands_for_host() {
         let now = parse_amz_date("20261122T050000Z").unwrap();
-        let body = br#"{}"#;
-        let mut headers = vec![
-            (":authority".to_owned(), "127.0.0.1:4567".to_owned()),
-            ("x-amz-date".to_owned(), "20261122T050000Z".to_owned()),
-            ("x-amz-target".to_owned(), "Kinesis_20131202.ListStreams".to_owned()),
+        let payload = Payload::Body(br#"{}"#);
+        let unsigned = vec![
+            header(":authority", "127.0.0.1:4567"),
+            header("x-amz-date", "20261122T050000Z"),
+            header("x-amz-target", "Kinesis_20131202.ListStreams"),
         ];
-        let request = SignedRequest {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload: Payload::Body(body),
-        };
-        let authorization = sign(
-            &request,
-            "AKIDEXAMPLE",
-            &secrets()["AKIDEXAMPLE"],
-            "us-east-1",
-            "kinesis",
-            "20261122T050000Z",
-        );
+        let headers = signed_by_example(unsigned, "/", payload, "kinesis");
         assert!(
-            authorization.contains("SignedHeaders=:authority;x-amz-date;x-amz-target"),
-            "{authorization}"
+            headers[3].1.contains("SignedHeaders=:authority;x-amz-date;x-amz-target"),
+            "{}",
+            headers[3].1
         );
-        headers.push(("authorization".to_owned(), authorization));
-        let request = SignedRequest {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload: Payload::Body(body),
-        };
+        let request = SignedRequest { method: "POST", path: "/", query: "", headers: &headers, payload };
         assert!(verify(&request, &secrets(), "kinesis", now).is_ok());
         // Another authority than the one signed does not pass.
         let mut moved = headers.clone();
@@ -619,27 +617,12 @@ mod tests {
     fn payload_claims_are_honoured() {
         let now = parse_amz_date("20261122T050000Z").unwrap();
         for claim in [UNSIGNED_PAYLOAD, STREAMING_SIGNED, STREAMING_UNSIGNED_TRAILER] {
-            let mut headers = vec![
-                ("host".to_owned(), "localhost".to_owned()),
-                ("x-amz-content-sha256".to_owned(), claim.to_owned()),
-                ("x-amz-date".to_owned(), "20261122T050000Z".to_owned()),
+            let unsigned = vec![
+                header("host", "localhost"),
+                header("x-amz-content-sha256", claim),
+                header("x-amz-date", "20261122T050000Z"),
             ];
-            let request = SignedRequest {
-                method: "POST",
-                path: "/putMedia",
-                query: "",
-                headers: &headers,
-                payload: Payload::Unread,
-            };
-            let authorization = sign(
-                &request,
-                "AKIDEXAMPLE",
-                &secrets()["AKIDEXAMPLE"],
-                "us-east-1",
-                "kinesisvideo",
-                "20261122T050000Z",
-            );
-            headers.push(("authorization".to_owned(), authorization));
+            let headers = signed_by_example(unsigned, "/putMedia", Payload::Unread, "kinesisvideo");
             let request = SignedRequest {
                 method: "POST",
                 path: "/putMedia",
@@ -655,34 +638,14 @@ mod tests {
             assert!(verify(&with_body, &secrets(), "kinesisvideo", now).is_ok());
         }
         // A hex claim that does not match the body is refused.
-        let mut headers = vec![
-            ("host".to_owned(), "localhost".to_owned()),
-            ("x-amz-content-sha256".to_owned(), hex(&Sha256::digest(b"other"))),
-            ("x-amz-date".to_owned(), "20261122T050000Z".to_owned()),
+        let payload = Payload::Body(b"body");
+        let unsigned = vec![
+            header("host", "localhost"),
+            header("x-amz-content-sha256", hex(&Sha256::digest(b"other"))),
+            header("x-amz-date", "20261122T050000Z"),
         ];
-        let request = SignedRequest {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload: Payload::Body(b"body"),
-        };
-        let authorization = sign(
-            &request,
-            "AKIDEXAMPLE",
-            &secrets()["AKIDEXAMPLE"],
-            "us-east-1",
-            "kinesis",
-            "20261122T050000Z",
-        );
-        headers.push(("authorization".to_owned(), authorization));
-        let request = SignedRequest {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload: Payload::Body(b"body"),
-        };
+        let headers = signed_by_example(unsigned, "/", payload, "kinesis");
+        let request = SignedRequest { method: "POST", path: "/", query: "", headers: &headers, payload };
         assert_eq!(verify(&request, &secrets(), "kinesis", now).unwrap_err().code, codes::INVALID_SIGNATURE);
     }
 
