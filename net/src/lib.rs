@@ -11,6 +11,7 @@
 
 pub mod aws;
 pub mod client;
+pub mod firehose;
 pub mod front;
 pub mod kinesis;
 pub mod quic;

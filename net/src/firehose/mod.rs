@@ -1,0 +1,5 @@
+//! Amazon Data Firehose (`Firehose_20150804.*`, JSON 1.1, SigV4 service `firehose`). Being
+//! built for issue 10; so far the S3 prefix expressions ([`prefix`]) that delivery streams
+//! are created with and name their objects by.
+
+pub mod prefix;
