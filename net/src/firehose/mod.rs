@@ -1,5 +1,7 @@
 //! Amazon Data Firehose (`Firehose_20150804.*`, JSON 1.1, SigV4 service `firehose`). Being
 //! built for issue 10; so far the S3 prefix expressions ([`prefix`]) that delivery streams
-//! are created with and name their objects by.
+//! are created with, and the object names, compression formats and file extensions ([`key`])
+//! their objects are delivered under.
 
+pub mod key;
 pub mod prefix;

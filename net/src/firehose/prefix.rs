@@ -350,6 +350,13 @@ impl DatePattern {
         Ok(DatePattern { tokens })
     }
 
+    /// The pattern evaluated at an instant (milliseconds since the epoch, UTC).
+    pub fn render(&self, instant_ms: i64) -> String {
+        let mut out = String::new();
+        self.format(&Civil::from_ms(instant_ms), &mut out);
+        out
+    }
+
     fn format(&self, time: &Civil, out: &mut String) {
         for token in &self.tokens {
             match *token {
