@@ -11,6 +11,15 @@ use std::collections::HashSet;
 
 use crate::aws::document::{self, Protocol, Request, Value};
 
+/// AWS's own messages, as real error records carry them ("record Ids", sic).
+pub const MISSING_RECORD_ID: &str =
+    "One or more record Ids were not returned. Ensure that the Lambda function returns all received record Ids.";
+pub const DUPLICATED_RECORD_ID: &str = "Multiple records were returned with the same record Id. Ensure that the Lambda function returns a unique record Id for each record.";
+pub const FUNCTION_ERROR: &str =
+    "The Lambda function was successfully invoked but it returned an error result.";
+pub const FUNCTION_TIMED_OUT: &str =
+    "The Lambda function invocation timed out. Increase the Timeout setting in the Lambda function.";
+
 /// One record as the function receives it.
 pub struct EventRecord<'a> {
     pub record_id: &'a str,
@@ -112,7 +121,7 @@ pub fn decode_response(body: &[u8], sent: &[&str]) -> Result<Vec<Outcome>, Batch
         if !seen.insert(id.to_owned()) {
             return Err(BatchFailure {
                 code: "Lambda.DuplicatedRecordId",
-                message: format!("record id {id} appears more than once"),
+                message: DUPLICATED_RECORD_ID.to_owned(),
             });
         }
         answered.push((id.to_owned(), outcome));
@@ -122,7 +131,7 @@ pub fn decode_response(body: &[u8], sent: &[&str]) -> Result<Vec<Outcome>, Batch
         let Some(at) = answered.iter().position(|(answered_id, _)| answered_id == id) else {
             return Err(BatchFailure {
                 code: "Lambda.MissingRecordId",
-                message: format!("record id {id} is missing from the response"),
+                message: MISSING_RECORD_ID.to_owned(),
             });
         };
         outcomes.push(answered.swap_remove(at).1);
