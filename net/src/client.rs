@@ -278,7 +278,7 @@ where
 }
 
 /// TLS with the webpki root certificates, offering the HTTP version by ALPN.
-fn tls_connector(version: HttpVersion) -> tokio_rustls::TlsConnector {
+pub(crate) fn tls_connector(version: HttpVersion) -> tokio_rustls::TlsConnector {
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)

@@ -17,6 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millrace_core::{Engine, EngineConfig, Keyring, LogConfig};
 use millrace_net::aws::Router;
+use millrace_net::firehose::{self, sink::Sink, FirehoseApi, FirehoseConfig};
 use millrace_net::front::{Auth, FrontEnd, HttpConfig};
 use millrace_net::kinesis::{ApiConfig, KinesisApi};
 use millrace_net::quic::{self, server::QuicConfig};
@@ -113,6 +114,11 @@ struct ServeArgs {
     /// the normal priority.
     #[arg(long, value_name = "N", default_value_t = -10, allow_hyphen_values = true)]
     executor_nice: i32,
+    /// S3-compatible endpoint Firehose delivers to (path-style; credentials from
+    /// MILLRACE_S3_ACCESS_KEY_ID / MILLRACE_S3_SECRET_ACCESS_KEY or the AWS variables).
+    /// Without it, each bucket is a folder under `<data-dir>/s3`.
+    #[arg(long, value_name = "URL")]
+    s3_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -243,7 +249,16 @@ fn start_http(
         encryption_at_rest: true,
     };
     let kinesis = KinesisApi::new(engine.clone(), api_config, iterator_key);
-    let router = Router::new().with(kinesis);
+    let sink = match &args.s3_endpoint {
+        Some(url) => {
+            Sink::S3(firehose::sink::S3Endpoint::from_env(url, &args.region).map_err(anyhow::Error::msg)?)
+        }
+        None => Sink::Local { root: data_dir.join("s3") },
+    };
+    eprintln!("millrace: Firehose delivers to {}", sink.describe());
+    let firehose_config = FirehoseConfig { region: args.region.clone(), encryption_at_rest: true };
+    let firehose = FirehoseApi::new(engine.clone(), firehose_config, sink, front.handle());
+    let router = Router::new().with(kinesis).with(firehose);
     let mut config = HttpConfig::new(args.http_listen, auth);
     config.clock = engine.clock();
     let address = front

@@ -364,7 +364,7 @@ fn canonical_query(query: &str) -> String {
 
 /// AWS's URI encoding: unreserved characters stay, everything else is `%XX`; `/` stays in
 /// paths. A path arrives already encoded, so `%` in it is kept as the client sent it.
-fn uri_encode(text: &str, encode_slash: bool) -> String {
+pub(crate) fn uri_encode(text: &str, encode_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {

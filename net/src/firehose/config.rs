@@ -1,0 +1,509 @@
+//! A delivery stream's configuration: the request's destination configuration checked as
+//! AWS checks it and turned into the description DescribeDeliveryStream answers (every
+//! default filled, as AWS fills it), kept in the catalog as the resource's spec document;
+//! and the [`S3Plan`] the delivery worker runs from that description.
+//!
+//! The description is the single stored form: UpdateDestination merges its update into it
+//! and checks the result again, so a stream never holds a configuration Create would refuse.
+
+use super::error::invalid;
+use super::key::{self, Compression};
+use super::prefix::{self, Template};
+use crate::aws::document::{self, Protocol, Request, Value};
+use crate::aws::ApiError;
+
+/// The only destination id a delivery stream has.
+pub const DESTINATION_ID: &str = "destinationId-000000000001";
+
+/// Destinations Millrace delivers to (named in the refusal of the others).
+pub const SUPPORTED_DESTINATIONS: &str = "ExtendedS3DestinationConfiguration, S3DestinationConfiguration";
+
+/// Every destination member a request may carry, with whether it is served here.
+const DESTINATIONS: [(&str, bool); 10] = [
+    ("ExtendedS3DestinationConfiguration", true),
+    ("S3DestinationConfiguration", true),
+    ("HttpEndpointDestinationConfiguration", false),
+    ("SplunkDestinationConfiguration", false),
+    ("ElasticsearchDestinationConfiguration", false),
+    ("AmazonopensearchserviceDestinationConfiguration", false),
+    ("AmazonOpenSearchServerlessDestinationConfiguration", false),
+    ("RedshiftDestinationConfiguration", false),
+    ("SnowflakeDestinationConfiguration", false),
+    ("IcebergDestinationConfiguration", false),
+];
+
+/// `SizeInMBs` default and range.
+pub const SIZE_MB_DEFAULT: i64 = 5;
+pub const SIZE_MB_MAX: i64 = 128;
+/// `IntervalInSeconds` default and range.
+pub const INTERVAL_S_DEFAULT: i64 = 300;
+pub const INTERVAL_S_MAX: i64 = 900;
+
+/// The one destination of a create request, as its stored description
+/// (`ExtendedS3DestinationDescription`).
+pub fn destination_of_create(request: Request<'_>) -> Result<Value, ApiError> {
+    let given: Vec<&str> =
+        DESTINATIONS.iter().map(|(name, _)| *name).filter(|name| request.has(name)).collect();
+    match given.as_slice() {
+        [] => Err(invalid("Exactly one destination configuration is supported for a Firehose")),
+        [one] => {
+            let supported = DESTINATIONS.iter().any(|(name, ok)| name == one && *ok);
+            if !supported {
+                return Err(invalid(format!(
+                    "{one} is not supported by this server; the supported destinations are {SUPPORTED_DESTINATIONS}"
+                )));
+            }
+            let config = request.structure_opt(one)?.expect("present");
+            extended_s3(config, &document::lower_first(one))
+        }
+        _ => Err(invalid("Exactly one destination configuration is supported for a Firehose")),
+    }
+}
+
+/// UpdateDestination's update merged into the stored description, then checked as a create.
+/// `ExtendedS3DestinationUpdate` and the legacy `S3DestinationUpdate` both update the one S3
+/// destination; the other destination kinds are refused as at create.
+pub fn destination_of_update(stored: &Value, request: Request<'_>) -> Result<Value, ApiError> {
+    const UPDATES: [&str; 2] = ["ExtendedS3DestinationUpdate", "S3DestinationUpdate"];
+    let given: Vec<&str> = UPDATES.iter().copied().filter(|name| request.has(name)).collect();
+    for other in [
+        "HttpEndpointDestinationUpdate",
+        "SplunkDestinationUpdate",
+        "ElasticsearchDestinationUpdate",
+        "AmazonopensearchserviceDestinationUpdate",
+        "AmazonOpenSearchServerlessDestinationUpdate",
+        "RedshiftDestinationUpdate",
+        "SnowflakeDestinationUpdate",
+        "IcebergDestinationUpdate",
+    ] {
+        if request.has(other) {
+            return Err(invalid(format!(
+                "{other} is not supported by this server; the supported destinations are {SUPPORTED_DESTINATIONS}"
+            )));
+        }
+    }
+    let update = match given.as_slice() {
+        [one] => (request.structure_opt(one)?.expect("present"), document::lower_first(one)),
+        [] => return Err(invalid("UpdateDestination needs exactly one destination update")),
+        _ => return Err(invalid("UpdateDestination takes exactly one destination update")),
+    };
+    let mut merged = stored.clone();
+    merge(&mut merged, update.0.value);
+    // The description's own members that a configuration does not carry.
+    if let Value::Map(members) = &mut merged {
+        members.retain(|(name, _)| name != "S3BackupDescription");
+    }
+    extended_s3(Request::new(Protocol::Json, &merged), &update.1)
+}
+
+/// Fields given replace fields stored; structures merge member by member.
+fn merge(into: &mut Value, update: &Value) {
+    let (Value::Map(stored), Value::Map(given)) = (into, update) else { return };
+    for (name, value) in given {
+        match stored.iter_mut().find(|(existing, _)| existing == name) {
+            Some((_, existing @ Value::Map(_))) if matches!(value, Value::Map(_)) => merge(existing, value),
+            Some((_, existing)) => *existing = value.clone(),
+            None => stored.push((name.clone(), value.clone())),
+        }
+    }
+}
+
+fn field(base: &str, member: &str) -> String {
+    format!("{base}.{}", document::lower_first(member))
+}
+
+fn validation(at: &str, constraint: &str) -> ApiError {
+    ApiError::new(
+        crate::aws::codes::VALIDATION,
+        format!("1 validation error detected: Value at '{at}' failed to satisfy constraint: {constraint}"),
+    )
+}
+
+/// The bucket named by `arn:aws:s3:::BUCKET` (`arn:.*:s3:::[\w\.\-]{1,255}`, and a name S3
+/// accepts: 3–63 characters, no `..`, not an address, so it is also a safe folder name).
+pub fn bucket_of(arn: &str) -> Option<&str> {
+    let rest = arn.strip_prefix("arn:")?;
+    let (_partition, rest) = rest.split_once(':')?;
+    let bucket = rest.strip_prefix("s3:::")?;
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.as_bytes()[0].is_ascii_alphanumeric()
+        && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric()
+        && !bucket.contains("..");
+    ok.then_some(bucket)
+}
+
+fn role_ok(arn: &str) -> bool {
+    let Some(rest) = arn.strip_prefix("arn:") else { return false };
+    let Some((_partition, rest)) = rest.split_once(':') else { return false };
+    let Some(rest) = rest.strip_prefix("iam::") else { return false };
+    let Some((account, role)) = rest.split_once(":role/") else { return false };
+    account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) && !role.is_empty() && arn.len() <= 512
+}
+
+/// An S3 destination configuration (extended or legacy) to its description.
+fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
+    let role = config
+        .str_opt("RoleARN")?
+        .ok_or_else(|| validation(&field(base, "RoleARN"), "Member must not be null"))?;
+    if !role_ok(role) {
+        return Err(validation(
+            &field(base, "RoleARN"),
+            "Member must satisfy regular expression pattern: arn:.*:iam::\\d{12}:role/[a-zA-Z_0-9+=,.@\\-_/]+",
+        ));
+    }
+    let bucket_arn = config
+        .str_opt("BucketARN")?
+        .ok_or_else(|| validation(&field(base, "BucketARN"), "Member must not be null"))?;
+    if bucket_of(bucket_arn).is_none() {
+        return Err(validation(
+            &field(base, "BucketARN"),
+            "Member must satisfy regular expression pattern: arn:.*:s3:::[\\w\\.\\-]{1,255} (and name a valid bucket)",
+        ));
+    }
+    let prefix = config.str_opt("Prefix")?;
+    let error_prefix = config.str_opt("ErrorOutputPrefix")?;
+    prefix::check_pair(prefix, error_prefix).map_err(|error| invalid(error.to_string()))?;
+
+    let hints = match config.structure_opt("BufferingHints")? {
+        None => (SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT),
+        Some(hints) => {
+            let size = hints.int_opt("SizeInMBs")?;
+            let interval = hints.int_opt("IntervalInSeconds")?;
+            let (size, interval) = match (size, interval) {
+                (Some(size), Some(interval)) => (size, interval),
+                (None, None) => (SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT),
+                _ => {
+                    return Err(invalid(
+                        "If you specify a value for SizeInMBs, you must also specify a value for IntervalInSeconds, and vice versa.",
+                    ))
+                }
+            };
+            if !(1..=SIZE_MB_MAX).contains(&size) {
+                return Err(validation(
+                    &format!("{base}.bufferingHints.sizeInMBs"),
+                    &format!("Member must have value between 1 and {SIZE_MB_MAX}"),
+                ));
+            }
+            if !(0..=INTERVAL_S_MAX).contains(&interval) {
+                return Err(validation(
+                    &format!("{base}.bufferingHints.intervalInSeconds"),
+                    &format!("Member must have value between 0 and {INTERVAL_S_MAX}"),
+                ));
+            }
+            (size, interval)
+        }
+    };
+    let compression = Compression::parse(
+        config.str_opt("CompressionFormat")?.unwrap_or("UNCOMPRESSED"),
+        &field(base, "CompressionFormat"),
+    )
+    .map_err(|message| ApiError::new(crate::aws::codes::VALIDATION, message))?;
+    let encryption = match config.member("EncryptionConfiguration") {
+        Some(value @ Value::Map(_)) => value.clone(),
+        _ => Value::map().with("NoEncryptionConfig", "NoEncryption"),
+    };
+    let logging = match config.member("CloudWatchLoggingOptions") {
+        Some(value @ Value::Map(_)) => value.clone(),
+        _ => Value::map().with("Enabled", false),
+    };
+    let processing = match config.structure_opt("ProcessingConfiguration")? {
+        None => None,
+        Some(processing) => {
+            processors(processing, &format!("{base}.processingConfiguration"))?;
+            Some(processing.value.clone())
+        }
+    };
+    let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("Disabled");
+    match backup_mode {
+        "Disabled" => {}
+        "Enabled" => return Err(invalid(
+            "S3BackupMode Enabled is not supported by this server yet: it backs up source records before a \
+                 Lambda transform, and Lambda processors are not supported yet",
+        )),
+        _ => {
+            return Err(validation(
+                &field(base, "S3BackupMode"),
+                "Member must satisfy enum value set: [Disabled, Enabled]",
+            ))
+        }
+    }
+    for (member, what) in [
+        ("DataFormatConversionConfiguration", "record format conversion"),
+        ("DynamicPartitioningConfiguration", "dynamic partitioning"),
+    ] {
+        if let Some(section) = config.structure_opt(member)? {
+            if section.bool_opt("Enabled")?.unwrap_or(false) {
+                return Err(invalid(format!("{what} ({member}) is not supported by this server yet")));
+            }
+        }
+    }
+    let extension = match config.str_opt("FileExtension")? {
+        Some(text) => key::file_extension(text, &field(base, "FileExtension"))
+            .map_err(|message| ApiError::new(crate::aws::codes::VALIDATION, message))?,
+        None => None,
+    };
+    if let Some(zone) = config.str_opt("CustomTimeZone")? {
+        if !zone.is_empty() && zone != "UTC" {
+            return Err(invalid(format!(
+                "CustomTimeZone {zone:?} is not supported by this server yet; object keys use UTC"
+            )));
+        }
+    }
+
+    let mut description = Value::map().with("RoleARN", role).with("BucketARN", bucket_arn);
+    description = description.with_opt("Prefix", prefix).with_opt("ErrorOutputPrefix", error_prefix);
+    description = description
+        .with("BufferingHints", Value::map().with("SizeInMBs", hints.0).with("IntervalInSeconds", hints.1))
+        .with("CompressionFormat", compression.as_str())
+        .with("EncryptionConfiguration", encryption)
+        .with("CloudWatchLoggingOptions", logging)
+        .with_opt("ProcessingConfiguration", processing)
+        .with("S3BackupMode", backup_mode);
+    for member in ["DataFormatConversionConfiguration", "DynamicPartitioningConfiguration"] {
+        if let Some(value) = config.member(member) {
+            description = description.with(member, value.clone());
+        }
+    }
+    description = description.with_opt("FileExtension", extension);
+    if let Some(zone) = config.str_opt("CustomTimeZone")? {
+        description = description.with("CustomTimeZone", zone);
+    }
+    Ok(description)
+}
+
+/// The processors this server runs, with their parameters checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Processors {
+    /// `AppendDelimiterToRecord`: bytes after each record.
+    pub delimiter: Option<Vec<u8>>,
+    /// `RecordDeAggregation` (KPL-aggregated records from a Kinesis source).
+    pub deaggregate: bool,
+}
+
+fn processors(processing: Request<'_>, base: &str) -> Result<Processors, ApiError> {
+    let mut out = Processors::default();
+    if !processing.bool_opt("Enabled")?.unwrap_or(false) {
+        return Ok(out);
+    }
+    for (index, processor) in processing.list_opt("Processors")?.unwrap_or(&[]).iter().enumerate() {
+        let processor = Request::new(processing.protocol, processor);
+        let kind = processor.str_req("Type")?;
+        let mut parameters = Vec::new();
+        for parameter in processor.list_opt("Parameters")?.unwrap_or(&[]) {
+            let parameter = Request::new(processing.protocol, parameter);
+            parameters.push((parameter.str_req("ParameterName")?, parameter.str_req("ParameterValue")?));
+        }
+        let param = |name: &str| parameters.iter().find(|(key, _)| *key == name).map(|(_, value)| *value);
+        match kind {
+            "AppendDelimiterToRecord" => {
+                out.delimiter = Some(unescape(param("Delimiter").unwrap_or("\\n")));
+            }
+            "RecordDeAggregation" => {
+                match param("SubRecordType").unwrap_or("JSON") {
+                    "JSON" | "KPL" => {}
+                    other => {
+                        return Err(invalid(format!(
+                            "RecordDeAggregation SubRecordType {other} is not supported by this server yet"
+                        )))
+                    }
+                }
+                out.deaggregate = true;
+            }
+            "Lambda" | "MetadataExtraction" | "Decompression" | "CloudWatchLogProcessing" => {
+                return Err(invalid(format!("the {kind} processor is not supported by this server yet")));
+            }
+            _ => {
+                return Err(validation(
+                    &format!("{base}.processors.{}.member.type", index + 1),
+                    "Member must satisfy enum value set: [RecordDeAggregation, Decompression, \
+                     CloudWatchLogProcessing, Lambda, MetadataExtraction, AppendDelimiterToRecord]",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `\n`, `\t`, `\r`, `\\` in a delimiter parameter; everything else as written.
+fn unescape(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push(b'\n'),
+                Some('t') => out.push(b'\t'),
+                Some('r') => out.push(b'\r'),
+                Some('\\') => out.push(b'\\'),
+                Some(other) => {
+                    out.push(b'\\');
+                    out.extend(other.to_string().bytes());
+                }
+                None => out.push(b'\\'),
+            }
+        } else {
+            out.extend(c.to_string().bytes());
+        }
+    }
+    out
+}
+
+/// What the delivery worker needs of an S3 destination.
+#[derive(Debug)]
+pub struct S3Plan {
+    pub bucket: String,
+    pub prefix: Template,
+    pub errors: Template,
+    pub size_bytes: usize,
+    pub interval_ms: i64,
+    pub compression: Compression,
+    pub extension: String,
+    pub processors: Processors,
+    /// `KMSEncryptionConfig.AWSKMSKeyARN`, sent to an S3 endpoint as SSE-KMS.
+    pub kms_key: Option<String>,
+}
+
+/// The plan of a stored description (it was checked when stored; a failure here is a bug or
+/// a damaged catalog, reported as such).
+pub fn plan(description: &Value) -> Result<S3Plan, ApiError> {
+    let config = Request::new(Protocol::Json, description);
+    let bucket = bucket_of(config.str_req("BucketARN")?).ok_or_else(|| invalid("bad BucketARN"))?.to_owned();
+    let (prefix, errors) =
+        prefix::check_pair(config.str_opt("Prefix")?, config.str_opt("ErrorOutputPrefix")?)
+            .map_err(|error| invalid(error.to_string()))?;
+    let hints = config.structure_opt("BufferingHints")?.ok_or_else(|| invalid("no BufferingHints"))?;
+    let compression =
+        Compression::parse(config.str_req("CompressionFormat")?, "CompressionFormat").map_err(invalid)?;
+    let processors = match config.structure_opt("ProcessingConfiguration")? {
+        Some(processing) => processors(processing, "processingConfiguration")?,
+        None => Processors::default(),
+    };
+    let kms_key = config
+        .structure_opt("EncryptionConfiguration")?
+        .and_then(|encryption| encryption.structure_opt("KMSEncryptionConfig").ok().flatten())
+        .and_then(|kms| kms.str_opt("AWSKMSKeyARN").ok().flatten())
+        .map(str::to_owned);
+    Ok(S3Plan {
+        bucket,
+        prefix,
+        errors,
+        size_bytes: (hints.int_req("SizeInMBs")? as usize) << 20,
+        interval_ms: hints.int_req("IntervalInSeconds")? * 1000,
+        extension: config
+            .str_opt("FileExtension")?
+            .map(str::to_owned)
+            .unwrap_or_else(|| compression.extension().to_owned()),
+        compression,
+        processors,
+        kms_key,
+    })
+}
+
+/// The legacy `S3DestinationDescription`: the extended one without the members its shape
+/// does not have.
+pub fn legacy_description(extended: &Value) -> Value {
+    const EXTENDED_ONLY: [&str; 7] = [
+        "ProcessingConfiguration",
+        "S3BackupMode",
+        "DataFormatConversionConfiguration",
+        "DynamicPartitioningConfiguration",
+        "FileExtension",
+        "CustomTimeZone",
+        "S3BackupDescription",
+    ];
+    match extended {
+        Value::Map(members) => Value::Map(
+            members.iter().filter(|(name, _)| !EXTENDED_ONLY.contains(&name.as_str())).cloned().collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Value {
+        document::decode(Protocol::Json, text.as_bytes()).unwrap()
+    }
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/firehose";
+
+    #[test]
+    fn create_fills_every_default_aws_fills() {
+        let request = json(&format!(
+            r#"{{"ExtendedS3DestinationConfiguration":{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::my-bucket"}}}}"#
+        ));
+        let description = destination_of_create(Request::new(Protocol::Json, &request)).unwrap();
+        let text = String::from_utf8(document::encode(Protocol::Json, &description)).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::my-bucket","BufferingHints":{{"SizeInMBs":5,"IntervalInSeconds":300}},"CompressionFormat":"UNCOMPRESSED","EncryptionConfiguration":{{"NoEncryptionConfig":"NoEncryption"}},"CloudWatchLoggingOptions":{{"Enabled":false}},"S3BackupMode":"Disabled"}}"#
+            )
+        );
+        let plan = plan(&description).unwrap();
+        assert_eq!(
+            (plan.bucket.as_str(), plan.size_bytes, plan.interval_ms),
+            ("my-bucket", 5 << 20, 300_000)
+        );
+        assert_eq!(plan.prefix.to_string(), "!{timestamp:yyyy/MM/dd/HH/}");
+    }
+
+    #[test]
+    fn refusals_name_the_rule() {
+        let refused = |body: String| {
+            let request = json(&body);
+            destination_of_create(Request::new(Protocol::Json, &request)).unwrap_err()
+        };
+        let s3 = |extra: &str| {
+            format!(
+                r#"{{"ExtendedS3DestinationConfiguration":{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::b-1"{extra}}}}}"#
+            )
+        };
+        assert!(refused("{}".into()).message.contains("Exactly one destination"));
+        assert!(refused(r#"{"RedshiftDestinationConfiguration":{}}"#.into())
+            .message
+            .contains("supported destinations are ExtendedS3DestinationConfiguration"));
+        assert!(refused(s3(r#","Prefix":"a/!{timestamp:yyyy}/""#))
+            .message
+            .starts_with("Ths supplied prefix(es)"));
+        assert!(refused(s3(r#","BufferingHints":{"SizeInMBs":3}"#)).message.contains("vice versa"));
+        assert!(refused(s3(r#","BufferingHints":{"SizeInMBs":129,"IntervalInSeconds":60}"#))
+            .message
+            .contains("bufferingHints.sizeInMBs"));
+        assert_eq!(refused(s3(r#","CompressionFormat":"snappy""#)).code.type_name(), "ValidationException");
+        let bad_bucket = format!(
+            r#"{{"S3DestinationConfiguration":{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::.."}}}}"#
+        );
+        assert!(refused(bad_bucket).message.contains("s3DestinationConfiguration.bucketARN"));
+    }
+
+    #[test]
+    fn update_merges_into_the_stored_description() {
+        let request = json(&format!(
+            r#"{{"ExtendedS3DestinationConfiguration":{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::my-bucket","Prefix":"logs/"}}}}"#
+        ));
+        let stored = destination_of_create(Request::new(Protocol::Json, &request)).unwrap();
+        let update = json(
+            r#"{"ExtendedS3DestinationUpdate":{"BufferingHints":{"SizeInMBs":1,"IntervalInSeconds":60},"CompressionFormat":"GZIP"}}"#,
+        );
+        let updated = destination_of_update(&stored, Request::new(Protocol::Json, &update)).unwrap();
+        let plan = plan(&updated).unwrap();
+        assert_eq!(
+            (plan.size_bytes, plan.interval_ms, plan.compression),
+            (1 << 20, 60_000, Compression::Gzip)
+        );
+        assert_eq!(plan.prefix.to_string(), "logs/!{timestamp:yyyy/MM/dd/HH/}");
+        assert_eq!(plan.extension, ".gz");
+        assert!(legacy_description(&updated).get("S3BackupMode").is_none());
+    }
+
+    #[test]
+    fn delimiters_are_unescaped() {
+        assert_eq!(unescape("\\n"), b"\n");
+        assert_eq!(unescape("|\\t"), b"|\t");
+        assert_eq!(unescape("\\x"), b"\\x");
+    }
+}

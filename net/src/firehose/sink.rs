@@ -1,0 +1,262 @@
+//! Where objects land: an S3-compatible endpoint (`millrace serve --s3-endpoint URL`:
+//! PutObject, path-style, SigV4 service `s3`), or, with none configured, the embedded
+//! default: each bucket a folder under the data directory, each object a file written
+//! durably (temporary file, fdatasync, rename, fsync of the folder) before it counts as
+//! delivered. A delivery is confirmed only when the object is durable at its destination;
+//! the worker advances its cursor after that and not before.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+
+use crate::aws::sigv4::{self, Payload, SignedRequest};
+
+/// Credentials and region for an S3 endpoint.
+#[derive(Debug, Clone)]
+pub struct S3Endpoint {
+    /// `http://host:port` or `https://host:port`, no path.
+    pub url: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+}
+
+impl S3Endpoint {
+    /// The endpoint at `url` with credentials from `MILLRACE_S3_ACCESS_KEY_ID` /
+    /// `MILLRACE_S3_SECRET_ACCESS_KEY`, else the standard `AWS_ACCESS_KEY_ID` /
+    /// `AWS_SECRET_ACCESS_KEY`; region from `AWS_REGION`/`AWS_DEFAULT_REGION` or `region`.
+    pub fn from_env(url: &str, region: &str) -> Result<S3Endpoint, String> {
+        let var = |names: [&str; 2]| {
+            names.iter().find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        };
+        let access_key_id = var(["MILLRACE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]).ok_or(
+            "--s3-endpoint needs credentials: set MILLRACE_S3_ACCESS_KEY_ID and MILLRACE_S3_SECRET_ACCESS_KEY \
+             (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        )?;
+        let secret_access_key = var(["MILLRACE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"])
+            .ok_or("--s3-endpoint needs MILLRACE_S3_SECRET_ACCESS_KEY (or AWS_SECRET_ACCESS_KEY)")?;
+        let region = var(["AWS_REGION", "AWS_DEFAULT_REGION"]).unwrap_or_else(|| region.to_owned());
+        let url = url.trim_end_matches('/').to_owned();
+        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.contains('/') => {}
+            _ => {
+                return Err(format!(
+                    "--s3-endpoint {url}: expected http://host[:port] or https://host[:port]"
+                ))
+            }
+        }
+        Ok(S3Endpoint { url, access_key_id, secret_access_key, region })
+    }
+}
+
+/// One object to store.
+pub struct Object<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub body: &'a [u8],
+    pub content_encoding: Option<&'a str>,
+    /// SSE-KMS key for an S3 endpoint.
+    pub kms_key: Option<&'a str>,
+}
+
+pub enum Sink {
+    Local { root: PathBuf },
+    S3(S3Endpoint),
+}
+
+impl Sink {
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::Local { root } => format!("buckets as folders under {}", root.display()),
+            Sink::S3(endpoint) => format!("S3 at {}", endpoint.url),
+        }
+    }
+
+    /// Stores one object durably; the error says why not (the caller retries).
+    pub async fn put(&self, object: &Object<'_>) -> Result<(), String> {
+        match self {
+            Sink::Local { root } => {
+                let path = local_path(root, object.bucket, object.key);
+                let body = object.body.to_vec();
+                tokio::task::spawn_blocking(move || write_durably(&path, &body))
+                    .await
+                    .map_err(|error| format!("the writer task failed: {error}"))?
+            }
+            Sink::S3(endpoint) => put_object(endpoint, object).await,
+        }
+    }
+}
+
+/// The file of an object: S3 keys are any text, so path segments that a file system would
+/// read as something else (`.`, `..`, empty) are escaped, and the key never leaves its
+/// bucket's folder.
+pub fn local_path(root: &Path, bucket: &str, key: &str) -> PathBuf {
+    let mut path = root.join(bucket);
+    for segment in key.split('/') {
+        match segment {
+            "" => path.push("%2F"),
+            "." => path.push("%2E"),
+            ".." => path.push("%2E%2E"),
+            other => path.push(other),
+        }
+    }
+    // A key ending in `/` names a folder-like object; keep it a file.
+    path
+}
+
+fn write_durably(path: &Path, body: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let folder = path.parent().ok_or("an object path has a folder")?;
+    std::fs::create_dir_all(folder).map_err(|error| format!("creating {}: {error}", folder.display()))?;
+    let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("object");
+    let temporary = folder.join(format!(".{name}.partial"));
+    let fail = |what: &str, error: std::io::Error| format!("{what} {}: {error}", temporary.display());
+    let mut file = std::fs::File::create(&temporary).map_err(|error| fail("creating", error))?;
+    file.write_all(body).map_err(|error| fail("writing", error))?;
+    file.sync_data().map_err(|error| fail("syncing", error))?;
+    drop(file);
+    std::fs::rename(&temporary, path).map_err(|error| fail("renaming", error))?;
+    std::fs::File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| format!("syncing {}: {error}", folder.display()))
+}
+
+/// PutObject: `PUT /{bucket}/{key}`, path-style, payload signed.
+async fn put_object(endpoint: &S3Endpoint, object: &Object<'_>) -> Result<(), String> {
+    let (tls, rest) = match endpoint.url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, endpoint.url.strip_prefix("http://").unwrap_or(&endpoint.url)),
+    };
+    let authority = if rest.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+        rest.to_owned()
+    } else {
+        format!("{rest}:{}", if tls { 443 } else { 80 })
+    };
+    let raw_path = format!("/{}/{}", object.bucket, object.key);
+    let path = sigv4::uri_encode(&raw_path, false);
+    let amz_date = sigv4::format_amz_date(now_ms());
+    let mut headers = vec![
+        ("content-length".to_owned(), object.body.len().to_string()),
+        ("content-type".to_owned(), "application/octet-stream".to_owned()),
+        ("host".to_owned(), rest.to_owned()),
+        ("x-amz-content-sha256".to_owned(), sigv4::hex(&Sha256::digest(object.body))),
+        ("x-amz-date".to_owned(), amz_date.clone()),
+    ];
+    if let Some(encoding) = object.content_encoding {
+        headers.push(("content-encoding".to_owned(), encoding.to_owned()));
+    }
+    if let Some(key) = object.kms_key {
+        headers.push(("x-amz-server-side-encryption".to_owned(), "aws:kms".to_owned()));
+        headers.push(("x-amz-server-side-encryption-aws-kms-key-id".to_owned(), key.to_owned()));
+    }
+    // The path is signed as S3 signs it: encoded once (the signer encodes what it is given).
+    let signed = SignedRequest {
+        method: "PUT",
+        path: &raw_path,
+        query: "",
+        headers: &headers,
+        payload: Payload::Body(object.body),
+    };
+    let authorization = sigv4::sign(
+        &signed,
+        &endpoint.access_key_id,
+        &endpoint.secret_access_key,
+        &endpoint.region,
+        "s3",
+        &amz_date,
+    );
+    headers.push(("authorization".to_owned(), authorization));
+    let mut builder = hyper::Request::builder().method("PUT").uri(&path);
+    for (name, value) in &headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(object.body)))
+        .map_err(|error| format!("building the request: {error}"))?;
+
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|error| format!("connecting to {authority}: {error}"))?;
+        let _ = stream.set_nodelay(true);
+        let response = if tls {
+            let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host).to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|error| format!("TLS server name {host}: {error}"))?;
+            let stream = crate::client::tls_connector(crate::client::HttpVersion::Http1)
+                .connect(name, stream)
+                .await
+                .map_err(|error| format!("TLS handshake with {host}: {error}"))?;
+            send(TokioIo::new(stream), request).await?
+        } else {
+            send(TokioIo::new(stream), request).await?
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| format!("reading the answer: {error}"))?
+            .to_bytes();
+        if status == 200 {
+            Ok(())
+        } else {
+            let text = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
+            Err(format!("PutObject s3://{}/{} answered {status}: {text}", object.bucket, object.key))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), exchange)
+        .await
+        .map_err(|_| format!("PutObject s3://{}/{} timed out after 120 s", object.bucket, object.key))?
+}
+
+async fn send<T>(
+    io: TokioIo<T>,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|error| format!("HTTP handshake: {error}"))?;
+    tokio::spawn(connection);
+    sender.send_request(request).await.map_err(|error| format!("sending PutObject: {error}"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_never_leave_their_bucket_folder() {
+        let root = Path::new("/data/s3");
+        assert_eq!(local_path(root, "b", "2026/12/01/x.gz"), Path::new("/data/s3/b/2026/12/01/x.gz"));
+        assert_eq!(
+            local_path(root, "b", "../../etc/passwd"),
+            Path::new("/data/s3/b/%2E%2E/%2E%2E/etc/passwd")
+        );
+        assert_eq!(local_path(root, "b", "/a//b"), Path::new("/data/s3/b/%2F/a/%2F/b"));
+    }
+
+    #[test]
+    fn local_objects_are_written_whole() {
+        let dir = std::env::temp_dir().join(format!("millrace-sink-{}", std::process::id()));
+        let path = local_path(&dir, "bucket", "a/b/object");
+        write_durably(&path, b"payload").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"payload");
+        assert!(!path.with_file_name(".object.partial").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
