@@ -245,6 +245,14 @@ impl FirehoseApi {
         let _ = request.bool_opt("AllowForceDelete")?;
         let _guard = self.control.lock().await;
         self.meta(name)?;
+        // A stream is CREATING until its worker has opened its cursor: moments, so wait a
+        // little before refusing as AWS refuses.
+        for _ in 0..50 {
+            if !self.deliveries.state(name).is_some_and(|state| state.status() == Status::Creating) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         if self.deliveries.state(name).is_some_and(|state| state.status() == Status::Creating) {
             return Err(ApiError::new(
                 codes::RESOURCE_IN_USE,

@@ -75,10 +75,17 @@ class Server:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def client(self, access_key=ACCESS_KEY, secret_key=SECRET_KEY, validate=False, **config):
+    def kill(self):
+        """kill -9: no shutdown, no final sync; what was acknowledged must survive."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=60)
+            self.process.stderr.close()
+
+    def client(self, access_key=ACCESS_KEY, secret_key=SECRET_KEY, validate=False, service="kinesis", **config):
         # Client-side validation off: the server's own validation is what is tested.
         return boto3.client(
-            "kinesis",
+            service,
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id=access_key,

@@ -1,0 +1,602 @@
+"""Amazon Data Firehose on a real `millrace serve`, driven by boto3 and the AWS CLI, delivering
+to a real S3-compatible server (moto's server mode) and to the embedded local-folder default;
+objects are read back with boto3's S3 client and the standard decoders (gzip, zipfile,
+python-snappy). Run by `cargo test -p millrace-tools --test firehose_api`.
+"""
+
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import zipfile
+
+import boto3
+import snappy
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "kinesis"))
+from harness import REGION, Server  # noqa: E402
+
+ROLE = "arn:aws:iam::123456789012:role/firehose"
+S3_KEY, S3_SECRET = "moto-access", "moto-secret"
+# <stream>-<version>-YYYY-MM-DD-HH-MM-SS-<uuid v4><extension>
+SUFFIX = r"-1-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+MOTO = None
+SERVER = None
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Moto:
+    """moto's S3 in server mode, as a real S3-compatible endpoint."""
+
+    def __init__(self):
+        self.port = free_port()
+        binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        self.process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("moto_server did not start")
+
+    def s3(self):
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=REGION,
+            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def firehose_server(data_dir=None, s3=True):
+    os.environ["MILLRACE_S3_ACCESS_KEY_ID"] = S3_KEY
+    os.environ["MILLRACE_S3_SECRET_ACCESS_KEY"] = S3_SECRET
+    extra = ["--s3-endpoint", MOTO.endpoint] if s3 else []
+    return Server(data_dir=data_dir, extra_args=extra).start()
+
+
+def setUpModule():
+    global MOTO, SERVER
+    MOTO = Moto()
+    SERVER = firehose_server()
+
+
+def tearDownModule():
+    SERVER.close()
+    MOTO.close()
+
+
+def s3_destination(bucket, **extra):
+    config = {"RoleARN": ROLE, "BucketARN": f"arn:aws:s3:::{bucket}"}
+    config.update(extra)
+    return config
+
+
+def wait_for(predicate, timeout=30, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.firehose = SERVER.client(service="firehose")
+        self.s3 = MOTO.s3()
+
+    def bucket(self, name):
+        self.s3.create_bucket(Bucket=name)
+        return name
+
+    def objects(self, bucket):
+        listing = self.s3.list_objects_v2(Bucket=bucket)
+        return sorted((item["Key"] for item in listing.get("Contents", [])))
+
+    def read(self, bucket, key):
+        answer = self.s3.get_object(Bucket=bucket, Key=key)
+        return answer["Body"].read(), answer.get("ContentEncoding")
+
+    def create(self, name, bucket, **config):
+        self.firehose.create_delivery_stream(
+            DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_destination(bucket, **config)
+        )
+        self.addCleanup(self.delete_quietly, name)
+
+    def delete_quietly(self, name):
+        try:
+            self.firehose.delete_delivery_stream(DeliveryStreamName=name)
+        except ClientError:
+            pass
+
+    def error(self, call, **kwargs):
+        with self.assertRaises(ClientError) as caught:
+            call(**kwargs)
+        return caught.exception.response["Error"]["Code"], caught.exception.response["Error"]["Message"]
+
+
+class Operations(Base):
+    def test_create_describe_fills_aws_defaults(self):
+        self.create("ops-defaults", "unused-bucket")
+        description = self.firehose.describe_delivery_stream(DeliveryStreamName="ops-defaults")[
+            "DeliveryStreamDescription"
+        ]
+        self.assertEqual(description["DeliveryStreamARN"],
+                         "arn:aws:firehose:us-east-1:000000000000:deliverystream/ops-defaults")
+        self.assertIn(description["DeliveryStreamStatus"], ("CREATING", "ACTIVE"))
+        self.assertEqual(description["DeliveryStreamType"], "DirectPut")
+        self.assertEqual(description["VersionId"], "1")
+        self.assertEqual(description["DeliveryStreamEncryptionConfiguration"], {"Status": "DISABLED"})
+        self.assertFalse(description["HasMoreDestinations"])
+        [destination] = description["Destinations"]
+        self.assertEqual(destination["DestinationId"], "destinationId-000000000001")
+        extended = destination["ExtendedS3DestinationDescription"]
+        self.assertEqual(extended["BufferingHints"], {"SizeInMBs": 5, "IntervalInSeconds": 300})
+        self.assertEqual(extended["CompressionFormat"], "UNCOMPRESSED")
+        self.assertEqual(extended["EncryptionConfiguration"], {"NoEncryptionConfig": "NoEncryption"})
+        self.assertEqual(extended["CloudWatchLoggingOptions"], {"Enabled": False})
+        self.assertEqual(extended["S3BackupMode"], "Disabled")
+        self.assertNotIn("Prefix", extended)
+        self.assertNotIn("S3BackupMode", destination["S3DestinationDescription"])
+        self.assertTrue(wait_for(lambda: self.firehose.describe_delivery_stream(DeliveryStreamName="ops-defaults")[
+            "DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE", timeout=10))
+
+    def test_legacy_s3_destination(self):
+        self.firehose.create_delivery_stream(
+            DeliveryStreamName="ops-legacy", S3DestinationConfiguration=s3_destination("legacy-bucket")
+        )
+        self.addCleanup(self.delete_quietly, "ops-legacy")
+        [destination] = self.firehose.describe_delivery_stream(DeliveryStreamName="ops-legacy")[
+            "DeliveryStreamDescription"]["Destinations"]
+        self.assertEqual(destination["S3DestinationDescription"]["BucketARN"], "arn:aws:s3:::legacy-bucket")
+
+    def test_list_pages_and_filters_by_type(self):
+        for name in ("list-a", "list-b", "list-c"):
+            self.create(name, "unused-bucket")
+        first = self.firehose.list_delivery_streams(Limit=2, ExclusiveStartDeliveryStreamName="list-")
+        self.assertEqual(first["DeliveryStreamNames"], ["list-a", "list-b"])
+        self.assertTrue(first["HasMoreDeliveryStreams"])
+        rest = self.firehose.list_delivery_streams(ExclusiveStartDeliveryStreamName="list-b")
+        self.assertIn("list-c", rest["DeliveryStreamNames"])
+        self.assertNotIn("list-b", rest["DeliveryStreamNames"])
+        direct = self.firehose.list_delivery_streams(DeliveryStreamType="DirectPut", Limit=10000)
+        self.assertIn("list-a", direct["DeliveryStreamNames"])
+        kinesis = self.firehose.list_delivery_streams(DeliveryStreamType="KinesisStreamAsSource", Limit=10000)
+        self.assertNotIn("list-a", kinesis["DeliveryStreamNames"])
+
+    def test_tags(self):
+        self.firehose.create_delivery_stream(
+            DeliveryStreamName="ops-tags", ExtendedS3DestinationConfiguration=s3_destination("unused-bucket"),
+            Tags=[{"Key": "team", "Value": "data"}],
+        )
+        self.addCleanup(self.delete_quietly, "ops-tags")
+        self.firehose.tag_delivery_stream(
+            DeliveryStreamName="ops-tags", Tags=[{"Key": "env", "Value": "ci"}, {"Key": "team", "Value": "lake"}]
+        )
+        tags = self.firehose.list_tags_for_delivery_stream(DeliveryStreamName="ops-tags")
+        self.assertEqual(tags["Tags"], [{"Key": "env", "Value": "ci"}, {"Key": "team", "Value": "lake"}])
+        self.assertFalse(tags["HasMoreTags"])
+        page = self.firehose.list_tags_for_delivery_stream(DeliveryStreamName="ops-tags", Limit=1)
+        self.assertEqual((len(page["Tags"]), page["HasMoreTags"]), (1, True))
+        after = self.firehose.list_tags_for_delivery_stream(DeliveryStreamName="ops-tags", ExclusiveStartTagKey="env")
+        self.assertEqual(after["Tags"], [{"Key": "team", "Value": "lake"}])
+        self.firehose.untag_delivery_stream(DeliveryStreamName="ops-tags", TagKeys=["env", "absent"])
+        tags = self.firehose.list_tags_for_delivery_stream(DeliveryStreamName="ops-tags")["Tags"]
+        self.assertEqual(tags, [{"Key": "team", "Value": "lake"}])
+        code, _ = self.error(self.firehose.tag_delivery_stream, DeliveryStreamName="ops-tags",
+                             Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
+        self.assertEqual(code, "LimitExceededException")
+
+    def test_update_destination_merges_and_bumps_the_version(self):
+        self.create("ops-update", "unused-bucket", Prefix="logs/")
+        code, message = self.error(
+            self.firehose.update_destination, DeliveryStreamName="ops-update", CurrentDeliveryStreamVersionId="7",
+            DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate={"CompressionFormat": "GZIP"},
+        )
+        self.assertEqual(code, "ConcurrentModificationException")
+        self.assertIn("current version id: 1", message)
+        self.firehose.update_destination(
+            DeliveryStreamName="ops-update", CurrentDeliveryStreamVersionId="1",
+            DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate={"CompressionFormat": "GZIP",
+                                         "BufferingHints": {"SizeInMBs": 2, "IntervalInSeconds": 60}},
+        )
+        description = self.firehose.describe_delivery_stream(DeliveryStreamName="ops-update")[
+            "DeliveryStreamDescription"]
+        self.assertEqual(description["VersionId"], "2")
+        extended = description["Destinations"][0]["ExtendedS3DestinationDescription"]
+        self.assertEqual(extended["CompressionFormat"], "GZIP")
+        self.assertEqual(extended["Prefix"], "logs/")
+        self.assertEqual(extended["BufferingHints"], {"SizeInMBs": 2, "IntervalInSeconds": 60})
+        code, message = self.error(
+            self.firehose.update_destination, DeliveryStreamName="ops-update", CurrentDeliveryStreamVersionId="2",
+            DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate={"Prefix": "a/!{timestamp:yyyy}/"},
+        )
+        self.assertEqual(code, "InvalidArgumentException")
+        self.assertIn("ErrorOutputPrefix cannot be null or empty when Prefix contains expressions", message)
+        version = self.firehose.describe_delivery_stream(DeliveryStreamName="ops-update")[
+            "DeliveryStreamDescription"]["VersionId"]
+        self.assertEqual(version, "2", "a refused update changes nothing")
+
+    def test_encryption_start_and_stop(self):
+        self.create("ops-sse", "unused-bucket")
+        self.firehose.start_delivery_stream_encryption(
+            DeliveryStreamName="ops-sse", DeliveryStreamEncryptionConfigurationInput={"KeyType": "AWS_OWNED_CMK"}
+        )
+        described = self.firehose.describe_delivery_stream(DeliveryStreamName="ops-sse")["DeliveryStreamDescription"]
+        self.assertEqual(described["DeliveryStreamEncryptionConfiguration"],
+                         {"KeyType": "AWS_OWNED_CMK", "Status": "ENABLED"})
+        self.assertTrue(self.firehose.put_record(DeliveryStreamName="ops-sse", Record={"Data": b"x"})["Encrypted"])
+        self.firehose.stop_delivery_stream_encryption(DeliveryStreamName="ops-sse")
+        described = self.firehose.describe_delivery_stream(DeliveryStreamName="ops-sse")["DeliveryStreamDescription"]
+        self.assertEqual(described["DeliveryStreamEncryptionConfiguration"], {"Status": "DISABLED"})
+        code, _ = self.error(
+            self.firehose.start_delivery_stream_encryption, DeliveryStreamName="ops-sse",
+            DeliveryStreamEncryptionConfigurationInput={"KeyType": "CUSTOMER_MANAGED_CMK"},
+        )
+        self.assertEqual(code, "InvalidArgumentException")
+
+    def test_errors_in_aws_shapes(self):
+        code, message = self.error(self.firehose.describe_delivery_stream, DeliveryStreamName="absent")
+        self.assertEqual((code, message), ("ResourceNotFoundException",
+                                           "Firehose absent under account 000000000000 not found."))
+        code, _ = self.error(self.firehose.put_record, DeliveryStreamName="absent", Record={"Data": b"x"})
+        self.assertEqual(code, "ResourceNotFoundException")
+        code, _ = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="bad name!",
+                             ExtendedS3DestinationConfiguration=s3_destination("b-1"))
+        self.assertEqual(code, "ValidationException")
+        code, _ = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="x" * 65,
+                             ExtendedS3DestinationConfiguration=s3_destination("b-1"))
+        self.assertEqual(code, "ValidationException")
+        code, message = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="no-destination")
+        self.assertEqual((code, message), ("InvalidArgumentException",
+                                           "Exactly one destination configuration is supported for a Firehose"))
+        code, message = self.error(
+            self.firehose.create_delivery_stream, DeliveryStreamName="redshift",
+            RedshiftDestinationConfiguration={
+                "RoleARN": ROLE, "ClusterJDBCURL": "jdbc:redshift://x", "CopyCommand": {"DataTableName": "t"},
+                "S3Configuration": s3_destination("b-1"),
+            },
+        )
+        self.assertEqual(code, "InvalidArgumentException")
+        self.assertIn("ExtendedS3DestinationConfiguration", message)
+        code, message = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="prefix-rule",
+                                   ExtendedS3DestinationConfiguration=s3_destination(
+                                       "b-1", Prefix="x/!{timestamp:yyyy}/"))
+        self.assertEqual(code, "InvalidArgumentException")
+        self.assertTrue(message.startswith("Ths supplied prefix(es) do not satisfy the following constraint"))
+        code, _ = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="compression",
+                             ExtendedS3DestinationConfiguration=s3_destination("b-1", CompressionFormat="LZ4"))
+        self.assertEqual(code, "ValidationException")
+        self.create("ops-errors", "unused-bucket")
+        code, _ = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="ops-errors",
+                             ExtendedS3DestinationConfiguration=s3_destination("b-1"))
+        self.assertEqual(code, "ResourceInUseException")
+        code, message = self.error(self.firehose.put_record, DeliveryStreamName="ops-errors",
+                                   Record={"Data": b"x" * 1_024_001})
+        self.assertEqual(code, "ValidationException")
+        self.assertIn("'record.data'", message)
+        self.firehose.put_record(DeliveryStreamName="ops-errors", Record={"Data": b"x" * 1_024_000})
+        code, _ = self.error(self.firehose.put_record_batch, DeliveryStreamName="ops-errors",
+                             Records=[{"Data": b"x"}] * 501)
+        self.assertEqual(code, "ValidationException")
+        code, message = self.error(self.firehose.put_record_batch, DeliveryStreamName="ops-errors",
+                                   Records=[{"Data": b"x" * 1_000_000}] * 5)
+        self.assertEqual((code, message), ("InvalidArgumentException", "Records size exceeds 4 MB limit"))
+        code, _ = self.error(self.firehose.put_record_batch, DeliveryStreamName="ops-errors", Records=[])
+        self.assertEqual(code, "ValidationException")
+
+    def test_delete(self):
+        self.create("ops-delete", "unused-bucket")
+        self.firehose.delete_delivery_stream(DeliveryStreamName="ops-delete")
+        code, _ = self.error(self.firehose.describe_delivery_stream, DeliveryStreamName="ops-delete")
+        self.assertEqual(code, "ResourceNotFoundException")
+        code, _ = self.error(self.firehose.delete_delivery_stream, DeliveryStreamName="ops-delete")
+        self.assertEqual(code, "ResourceNotFoundException")
+
+    def test_aws_cli(self):
+        env = SERVER.cli_env()
+        aws = os.path.join(os.path.dirname(sys.executable), "aws")
+        base = [aws, "--endpoint-url", SERVER.endpoint, "firehose"]
+        subprocess.run(base + ["create-delivery-stream", "--delivery-stream-name", "cli-stream",
+                               "--extended-s3-destination-configuration",
+                               json.dumps(s3_destination("unused-bucket"))],
+                       env=env, check=True, capture_output=True)
+        self.addCleanup(self.delete_quietly, "cli-stream")
+        out = subprocess.run(base + ["put-record", "--delivery-stream-name", "cli-stream",
+                                     "--record", '{"Data":"aGVsbG8="}'],
+                             env=env, check=True, capture_output=True, text=True)
+        self.assertIn("RecordId", json.loads(out.stdout))
+        out = subprocess.run(base + ["list-delivery-streams"], env=env, check=True, capture_output=True, text=True)
+        self.assertIn("cli-stream", json.loads(out.stdout)["DeliveryStreamNames"])
+
+
+class Delivery(Base):
+    def test_buffering_by_interval_then_one_object_with_the_default_key(self):
+        bucket = self.bucket("interval-bucket")
+        self.create("by-interval", bucket, BufferingHints={"SizeInMBs": 5, "IntervalInSeconds": 3})
+        started = time.time()
+        self.firehose.put_record(DeliveryStreamName="by-interval", Record={"Data": b"first|"})
+        self.firehose.put_record_batch(DeliveryStreamName="by-interval",
+                                       Records=[{"Data": b"second|"}, {"Data": b"third"}])
+        time.sleep(1.5)
+        self.assertEqual(self.objects(bucket), [], "no object before the interval")
+        [key] = wait_for(lambda: self.objects(bucket), timeout=20)
+        self.assertGreaterEqual(time.time() - started, 2.5)
+        self.assertRegex(key, r"^\d{4}/\d{2}/\d{2}/\d{2}/by-interval" + SUFFIX + "$")
+        body, encoding = self.read(bucket, key)
+        self.assertEqual(body, b"first|second|third", "records concatenated as they are")
+        self.assertIsNone(encoding)
+        time.sleep(4)
+        self.assertEqual(len(self.objects(bucket)), 1, "every record was delivered once")
+
+    def test_buffering_by_size(self):
+        bucket = self.bucket("size-bucket")
+        self.create("by-size", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 900})
+        record = os.urandom(100_000)
+        self.firehose.put_record_batch(DeliveryStreamName="by-size", Records=[{"Data": record}] * 8)
+        time.sleep(2)
+        self.assertEqual(self.objects(bucket), [], "800 KB is under the 1 MiB hint")
+        self.firehose.put_record_batch(DeliveryStreamName="by-size", Records=[{"Data": record}] * 4)
+        [key] = wait_for(lambda: self.objects(bucket), timeout=20)
+        body, _ = self.read(bucket, key)
+        self.assertEqual(len(body), 11 * 100_000, "the object ends with the record that reached 1 MiB")
+        time.sleep(2)
+        self.assertEqual(len(self.objects(bucket)), 1, "the rest waits for the interval")
+
+    def test_every_compression_read_back_with_the_standard_decoders(self):
+        payload = b"".join(b'{"n":%d,"text":"firehose"}\n' % i for i in range(3000))
+        cases = {
+            "GZIP": (".gz", "gzip", lambda body: gzip.decompress(body)),
+            "ZIP": (".zip", "zip", self.unzip),
+            "Snappy": (".snappy", "snappy-java", self.snappy_java),
+            "HADOOP_SNAPPY": (".snappy", "hadoop-snappy", self.hadoop_snappy),
+        }
+        for format, (extension, encoding, decode) in cases.items():
+            with self.subTest(format=format):
+                bucket = self.bucket(f"compression-{format.lower().replace('_', '-')}")
+                name = f"compress-{format}"
+                self.create(name, bucket, CompressionFormat=format,
+                            BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1})
+                lines = payload.splitlines(keepends=True)
+                for start in range(0, len(lines), 500):
+                    self.firehose.put_record_batch(DeliveryStreamName=name,
+                                                   Records=[{"Data": line} for line in lines[start:start + 500]])
+                [key] = wait_for(lambda: self.objects(bucket), timeout=20)
+                self.assertTrue(key.endswith(extension), key)
+                body, got_encoding = self.read(bucket, key)
+                self.assertEqual(got_encoding, encoding)
+                self.assertEqual(decode(body), payload)
+
+    @staticmethod
+    def unzip(body):
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            [entry] = archive.namelist()
+            assert re.fullmatch(r"[0-9a-f-]{36}", entry), entry
+            return archive.read(entry)
+
+    @staticmethod
+    def snappy_java(body):
+        # snappy-java's stream: magic, version 1, compatible 1, then (u32 length, raw block).
+        assert body[:16] == b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01", body[:16]
+        out, at = b"", 16
+        while at < len(body):
+            length = int.from_bytes(body[at:at + 4], "big")
+            out += snappy.uncompress(body[at + 4:at + 4 + length])
+            at += 4 + length
+        return out
+
+    @staticmethod
+    def hadoop_snappy(body):
+        return snappy.HadoopStreamDecompressor().decompress(body)
+
+    def test_custom_prefix_and_extension(self):
+        bucket = self.bucket("prefix-bucket")
+        self.create("custom-prefix", bucket,
+                    Prefix="year=!{timestamp:yyyy}/day=!{timestamp:dd}/!{firehose:random-string}/",
+                    ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+                    FileExtension=".json", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1})
+        self.firehose.put_record(DeliveryStreamName="custom-prefix", Record={"Data": b"{}"})
+        [key] = wait_for(lambda: self.objects(bucket), timeout=20)
+        self.assertRegex(key, r"^year=\d{4}/day=\d{2}/[0-9a-f]{11}/custom-prefix" + SUFFIX + r"\.json$")
+
+    def test_append_delimiter_processor(self):
+        bucket = self.bucket("delimiter-bucket")
+        self.create("delimited", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
+                    ProcessingConfiguration={"Enabled": True, "Processors": [
+                        {"Type": "AppendDelimiterToRecord",
+                         "Parameters": [{"ParameterName": "Delimiter", "ParameterValue": "\\n"}]}]})
+        self.firehose.put_record_batch(DeliveryStreamName="delimited", Records=[{"Data": b"a"}, {"Data": b"b"}])
+        [key] = wait_for(lambda: self.objects(bucket), timeout=20)
+        self.assertEqual(self.read(bucket, key)[0], b"a\nb\n")
+
+    def test_missing_bucket_is_retried_never_dropped(self):
+        self.create("late-bucket", "created-later", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1})
+        self.firehose.put_record(DeliveryStreamName="late-bucket", Record={"Data": b"kept"})
+        time.sleep(3)
+        self.bucket("created-later")
+        [key] = wait_for(lambda: self.objects("created-later"), timeout=40)
+        self.assertEqual(self.read("created-later", key)[0], b"kept")
+
+    def test_kinesis_stream_as_source(self):
+        kinesis = SERVER.client()
+        kinesis.create_stream(StreamName="fh-source", ShardCount=2)
+        self.addCleanup(lambda: kinesis.delete_stream(StreamName="fh-source"))
+        bucket = self.bucket("kinesis-source-bucket")
+        self.firehose.create_delivery_stream(
+            DeliveryStreamName="from-kinesis", DeliveryStreamType="KinesisStreamAsSource",
+            KinesisStreamSourceConfiguration={
+                "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/fh-source", "RoleARN": ROLE},
+            ExtendedS3DestinationConfiguration=s3_destination(
+                bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1}),
+        )
+        self.addCleanup(self.delete_quietly, "from-kinesis")
+        description = self.firehose.describe_delivery_stream(DeliveryStreamName="from-kinesis")[
+            "DeliveryStreamDescription"]
+        self.assertEqual(description["Source"]["KinesisStreamSourceDescription"]["KinesisStreamARN"],
+                         "arn:aws:kinesis:us-east-1:000000000000:stream/fh-source")
+        code, message = self.error(self.firehose.put_record, DeliveryStreamName="from-kinesis",
+                                   Record={"Data": b"x"})
+        self.assertEqual((code, message), ("InvalidArgumentException",
+                                           "This operation is not permitted on KinesisStreamAsSource delivery stream type."))
+        kinesis.put_records(StreamName="fh-source",
+                            Records=[{"Data": b"k%02d;" % i, "PartitionKey": f"p{i}"} for i in range(20)])
+        keys = wait_for(lambda: self.objects(bucket), timeout=20)
+        delivered = b"".join(self.read(bucket, key)[0] for key in keys)
+        self.assertEqual(sorted(delivered.split(b";")[:-1]), [b"k%02d" % i for i in range(20)])
+        code, _ = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="from-nowhere",
+                             DeliveryStreamType="KinesisStreamAsSource",
+                             KinesisStreamSourceConfiguration={
+                                 "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/absent",
+                                 "RoleARN": ROLE},
+                             ExtendedS3DestinationConfiguration=s3_destination(bucket))
+        self.assertEqual(code, "InvalidArgumentException")
+
+
+class Durability(unittest.TestCase):
+    """Restarts and kill -9 on a server of its own."""
+
+    def test_buffered_records_survive_a_restart(self):
+        data_dir = tempfile.mkdtemp(prefix="millrace-firehose-restart-")
+        server = firehose_server(data_dir)
+        s3 = MOTO.s3()
+        s3.create_bucket(Bucket="restart-bucket")
+        firehose = server.client(service="firehose")
+        firehose.create_delivery_stream(
+            DeliveryStreamName="restart", ExtendedS3DestinationConfiguration=s3_destination(
+                "restart-bucket", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 4}))
+        firehose.put_record(DeliveryStreamName="restart", Record={"Data": b"buffered"})
+        server.stop()
+        self.assertNotIn("Contents", s3.list_objects_v2(Bucket="restart-bucket"))
+        server = firehose_server(data_dir)
+        try:
+            listing = wait_for(lambda: s3.list_objects_v2(Bucket="restart-bucket").get("Contents"), timeout=30)
+            self.assertEqual(len(listing), 1)
+            body = s3.get_object(Bucket="restart-bucket", Key=listing[0]["Key"])["Body"].read()
+            self.assertEqual(body, b"buffered")
+        finally:
+            server.close()
+
+    def test_kill_9_during_deliveries_loses_no_acknowledged_record(self):
+        data_dir = tempfile.mkdtemp(prefix="millrace-firehose-crash-")
+        server = firehose_server(data_dir)
+        s3 = MOTO.s3()
+        s3.create_bucket(Bucket="crash-bucket")
+        firehose = server.client(service="firehose")
+        firehose.create_delivery_stream(
+            DeliveryStreamName="crash", ExtendedS3DestinationConfiguration=s3_destination(
+                "crash-bucket", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
+                ProcessingConfiguration={"Enabled": True, "Processors": [
+                    {"Type": "AppendDelimiterToRecord", "Parameters": []}]}))
+        acknowledged = []
+        stop = threading.Event()
+
+        def produce():
+            batch = 0
+            client = server.client(service="firehose")
+            while not stop.is_set():
+                records = [b"%06d-%03d" % (batch, i) + b"." * 2000 for i in range(100)]
+                try:
+                    answer = client.put_record_batch(DeliveryStreamName="crash",
+                                                     Records=[{"Data": record} for record in records])
+                except Exception:  # the server died mid-request: not acknowledged
+                    return
+                for record, response in zip(records, answer["RequestResponses"]):
+                    if "RecordId" in response:
+                        acknowledged.append(record)
+                batch += 1
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        # Let several objects be delivered, then kill in the middle of the next ones.
+        wait_for(lambda: len(s3.list_objects_v2(Bucket="crash-bucket").get("Contents", [])) >= 3, timeout=60)
+        server.kill()
+        stop.set()
+        producer.join(timeout=30)
+        self.assertGreater(len(acknowledged), 0)
+        server = firehose_server(data_dir)
+        try:
+            def delivered():
+                seen = []
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket="crash-bucket"):
+                    for item in page.get("Contents", []):
+                        body = s3.get_object(Bucket="crash-bucket", Key=item["Key"])["Body"].read()
+                        seen.extend(body.split(b"\n")[:-1])
+                return seen
+
+            def complete():
+                seen = delivered()
+                return seen if set(acknowledged) <= set(seen) else None
+
+            seen = wait_for(complete, timeout=60, step=1) or delivered()
+            missing = set(acknowledged) - set(seen)
+            self.assertEqual(len(missing), 0, f"{len(missing)} acknowledged records lost")
+            duplicates = len(seen) - len(set(seen))
+            print(f"\ncrash test: {len(acknowledged)} acknowledged, {len(seen)} delivered, "
+                  f"{duplicates} duplicates (at most one object's records may repeat)", file=sys.stderr)
+        finally:
+            server.close()
+
+
+class LocalDefault(unittest.TestCase):
+    """No --s3-endpoint: each bucket is a folder under the data directory."""
+
+    def test_objects_land_in_the_data_directory(self):
+        server = firehose_server(s3=False)
+        try:
+            firehose = server.client(service="firehose")
+            firehose.create_delivery_stream(
+                DeliveryStreamName="local", ExtendedS3DestinationConfiguration=s3_destination(
+                    "local-bucket", CompressionFormat="GZIP",
+                    BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1}))
+            firehose.put_record_batch(DeliveryStreamName="local",
+                                      Records=[{"Data": b"on "}, {"Data": b"a fresh box"}])
+            root = os.path.join(server.data_dir, "s3", "local-bucket")
+
+            def files():
+                found = []
+                for folder, _, names in os.walk(root):
+                    found.extend(os.path.join(folder, name) for name in names if not name.startswith("."))
+                return found
+
+            [path] = wait_for(files, timeout=20)
+            relative = os.path.relpath(path, root)
+            self.assertRegex(relative, r"^\d{4}/\d{2}/\d{2}/\d{2}/local" + SUFFIX + r"\.gz$")
+            with gzip.open(path) as file:
+                self.assertEqual(file.read(), b"on a fresh box")
+        finally:
+            server.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
