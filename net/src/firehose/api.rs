@@ -63,7 +63,7 @@ impl FirehoseApi {
         sink: Sink,
         runtime: tokio::runtime::Handle,
     ) -> Arc<FirehoseApi> {
-        let deliveries = Deliveries::new(engine.clone(), Arc::new(sink), runtime);
+        let deliveries = Deliveries::new(engine.clone(), Arc::new(sink), runtime, config.region.clone());
         for stream in engine.list(ResourceKind::DeliveryStream) {
             deliveries.start(stream.name());
         }
@@ -285,10 +285,7 @@ impl FirehoseApi {
         let destinations = if request.str_opt("ExclusiveStartDestinationId")?.is_some() {
             Vec::new()
         } else {
-            vec![Value::map()
-                .with("DestinationId", DESTINATION_ID)
-                .with("S3DestinationDescription", config::legacy_description(&spec.destination))
-                .with("ExtendedS3DestinationDescription", spec.destination.clone())]
+            vec![spec.destination.describe()]
         };
         let mut description = Value::map()
             .with("DeliveryStreamName", name)

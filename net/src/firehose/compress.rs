@@ -274,7 +274,8 @@ mod tests {
     #[test]
     fn truncated_objects_are_refused_not_misread() {
         for format in [Compression::Gzip, Compression::Zip, Compression::Snappy, Compression::HadoopSnappy] {
-            let payload: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            let payload: Vec<u8> =
+                (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
             let object = compress(format, &payload, "entry");
             assert!(decompress(format, &object[..object.len() / 2]).is_err(), "{format:?}");
         }

@@ -16,13 +16,14 @@ use crate::aws::ApiError;
 pub const DESTINATION_ID: &str = "destinationId-000000000001";
 
 /// Destinations Millrace delivers to (named in the refusal of the others).
-pub const SUPPORTED_DESTINATIONS: &str = "ExtendedS3DestinationConfiguration, S3DestinationConfiguration";
+pub const SUPPORTED_DESTINATIONS: &str =
+    "ExtendedS3DestinationConfiguration, S3DestinationConfiguration, HttpEndpointDestinationConfiguration";
 
 /// Every destination member a request may carry, with whether it is served here.
 const DESTINATIONS: [(&str, bool); 10] = [
     ("ExtendedS3DestinationConfiguration", true),
     ("S3DestinationConfiguration", true),
-    ("HttpEndpointDestinationConfiguration", false),
+    ("HttpEndpointDestinationConfiguration", true),
     ("SplunkDestinationConfiguration", false),
     ("ElasticsearchDestinationConfiguration", false),
     ("AmazonopensearchserviceDestinationConfiguration", false),
@@ -39,9 +40,56 @@ pub const SIZE_MB_MAX: i64 = 128;
 pub const INTERVAL_S_DEFAULT: i64 = 300;
 pub const INTERVAL_S_MAX: i64 = 900;
 
-/// The one destination of a create request, as its stored description
-/// (`ExtendedS3DestinationDescription`).
-pub fn destination_of_create(request: Request<'_>) -> Result<Value, ApiError> {
+/// The kinds of destination served here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationKind {
+    /// `ExtendedS3DestinationDescription` (the legacy S3 destination is stored as one).
+    S3,
+    /// `HttpEndpointDestinationDescription`, with its S3 backup under `S3Configuration` and
+    /// the endpoint's access key, which Describe never shows.
+    Http,
+}
+
+/// A destination as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    pub kind: DestinationKind,
+    pub stored: Value,
+}
+
+impl Destination {
+    /// Its entry in DescribeDeliveryStream's `Destinations`.
+    pub fn describe(&self) -> Value {
+        let entry = Value::map().with("DestinationId", DESTINATION_ID);
+        match self.kind {
+            DestinationKind::S3 => entry
+                .with("S3DestinationDescription", legacy_description(&self.stored))
+                .with("ExtendedS3DestinationDescription", self.stored.clone()),
+            DestinationKind::Http => {
+                let Value::Map(members) = &self.stored else { return entry };
+                let described: Vec<(String, Value)> = members
+                    .iter()
+                    .map(|(name, value)| match (name.as_str(), value) {
+                        ("EndpointConfiguration", Value::Map(endpoint)) => (
+                            name.clone(),
+                            Value::Map(
+                                endpoint.iter().filter(|(key, _)| key != "AccessKey").cloned().collect(),
+                            ),
+                        ),
+                        ("S3Configuration", backup) => {
+                            ("S3DestinationDescription".to_owned(), legacy_description(backup))
+                        }
+                        _ => (name.clone(), value.clone()),
+                    })
+                    .collect();
+                entry.with("HttpEndpointDestinationDescription", Value::Map(described))
+            }
+        }
+    }
+}
+
+/// The one destination of a create request, as it is stored.
+pub fn destination_of_create(request: Request<'_>) -> Result<Destination, ApiError> {
     let given: Vec<&str> =
         DESTINATIONS.iter().map(|(name, _)| *name).filter(|name| request.has(name)).collect();
     match given.as_slice() {
@@ -54,20 +102,28 @@ pub fn destination_of_create(request: Request<'_>) -> Result<Value, ApiError> {
                 )));
             }
             let config = request.structure_opt(one)?.expect("present");
-            extended_s3(config, &document::lower_first(one))
+            let base = document::lower_first(one);
+            Ok(match *one {
+                "HttpEndpointDestinationConfiguration" => {
+                    Destination { kind: DestinationKind::Http, stored: http_endpoint(config, &base)? }
+                }
+                _ => Destination { kind: DestinationKind::S3, stored: extended_s3(config, &base)? },
+            })
         }
         _ => Err(invalid("Exactly one destination configuration is supported for a Firehose")),
     }
 }
 
-/// UpdateDestination's update merged into the stored description, then checked as a create.
-/// `ExtendedS3DestinationUpdate` and the legacy `S3DestinationUpdate` both update the one S3
-/// destination; the other destination kinds are refused as at create.
-pub fn destination_of_update(stored: &Value, request: Request<'_>) -> Result<Value, ApiError> {
-    const UPDATES: [&str; 2] = ["ExtendedS3DestinationUpdate", "S3DestinationUpdate"];
-    let given: Vec<&str> = UPDATES.iter().copied().filter(|name| request.has(name)).collect();
+/// UpdateDestination's update merged into the stored destination, then checked as at
+/// create. `ExtendedS3DestinationUpdate` and the legacy `S3DestinationUpdate` update an S3
+/// destination, `HttpEndpointDestinationUpdate` an HTTP endpoint (its `S3Update` the backup).
+pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Result<Destination, ApiError> {
+    const UPDATES: [(&str, DestinationKind); 3] = [
+        ("ExtendedS3DestinationUpdate", DestinationKind::S3),
+        ("S3DestinationUpdate", DestinationKind::S3),
+        ("HttpEndpointDestinationUpdate", DestinationKind::Http),
+    ];
     for other in [
-        "HttpEndpointDestinationUpdate",
         "SplunkDestinationUpdate",
         "ElasticsearchDestinationUpdate",
         "AmazonopensearchserviceDestinationUpdate",
@@ -82,18 +138,41 @@ pub fn destination_of_update(stored: &Value, request: Request<'_>) -> Result<Val
             )));
         }
     }
-    let update = match given.as_slice() {
-        [one] => (request.structure_opt(one)?.expect("present"), document::lower_first(one)),
+    let given: Vec<&(&str, DestinationKind)> = UPDATES.iter().filter(|(name, _)| request.has(name)).collect();
+    let (member, kind) = match given.as_slice() {
+        [one] => **one,
         [] => return Err(invalid("UpdateDestination needs exactly one destination update")),
         _ => return Err(invalid("UpdateDestination takes exactly one destination update")),
     };
-    let mut merged = stored.clone();
-    merge(&mut merged, update.0.value);
-    // The description's own members that a configuration does not carry.
-    if let Value::Map(members) = &mut merged {
-        members.retain(|(name, _)| name != "S3BackupDescription");
+    if kind != stored.kind {
+        return Err(invalid(format!(
+            "{member} does not match the delivery stream's destination; this server does not change a \
+             destination's type (delete and create the delivery stream instead)"
+        )));
     }
-    extended_s3(Request::new(Protocol::Json, &merged), &update.1)
+    let update = request.structure_opt(member)?.expect("present");
+    let base = document::lower_first(member);
+    let mut merged = stored.stored.clone();
+    match kind {
+        DestinationKind::S3 => {
+            merge(&mut merged, update.value);
+            extended_s3(Request::new(Protocol::Json, &merged), &base)
+                .map(|stored| Destination { kind, stored })
+        }
+        DestinationKind::Http => {
+            let mut update = update.value.clone();
+            if let Value::Map(members) = &mut update {
+                for (name, _) in members.iter_mut() {
+                    if name == "S3Update" {
+                        *name = "S3Configuration".to_owned();
+                    }
+                }
+            }
+            merge(&mut merged, &update);
+            http_endpoint(Request::new(Protocol::Json, &merged), &base)
+                .map(|stored| Destination { kind, stored })
+        }
+    }
 }
 
 /// Fields given replace fields stored; structures merge member by member.
@@ -165,35 +244,7 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
     let error_prefix = config.str_opt("ErrorOutputPrefix")?;
     prefix::check_pair(prefix, error_prefix).map_err(|error| invalid(error.to_string()))?;
 
-    let hints = match config.structure_opt("BufferingHints")? {
-        None => (SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT),
-        Some(hints) => {
-            let size = hints.int_opt("SizeInMBs")?;
-            let interval = hints.int_opt("IntervalInSeconds")?;
-            let (size, interval) = match (size, interval) {
-                (Some(size), Some(interval)) => (size, interval),
-                (None, None) => (SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT),
-                _ => {
-                    return Err(invalid(
-                        "If you specify a value for SizeInMBs, you must also specify a value for IntervalInSeconds, and vice versa.",
-                    ))
-                }
-            };
-            if !(1..=SIZE_MB_MAX).contains(&size) {
-                return Err(validation(
-                    &format!("{base}.bufferingHints.sizeInMBs"),
-                    &format!("Member must have value between 1 and {SIZE_MB_MAX}"),
-                ));
-            }
-            if !(0..=INTERVAL_S_MAX).contains(&interval) {
-                return Err(validation(
-                    &format!("{base}.bufferingHints.intervalInSeconds"),
-                    &format!("Member must have value between 0 and {INTERVAL_S_MAX}"),
-                ));
-            }
-            (size, interval)
-        }
-    };
+    let hints = hints(config, base, SIZE_MB_MAX)?;
     let compression = Compression::parse(
         config.str_opt("CompressionFormat")?.unwrap_or("UNCOMPRESSED"),
         &field(base, "CompressionFormat"),
@@ -270,6 +321,162 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         description = description.with("CustomTimeZone", zone);
     }
     Ok(description)
+}
+
+/// `BufferingHints` (both or neither), defaulted to 5 MiB / 300 s.
+fn hints(config: Request<'_>, base: &str, size_max: i64) -> Result<(i64, i64), ApiError> {
+    let Some(hints) = config.structure_opt("BufferingHints")? else {
+        return Ok((SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT));
+    };
+    let size = hints.int_opt("SizeInMBs")?;
+    let interval = hints.int_opt("IntervalInSeconds")?;
+    let (size, interval) = match (size, interval) {
+        (Some(size), Some(interval)) => (size, interval),
+        (None, None) => (SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT),
+        _ => {
+            return Err(invalid(
+                "If you specify a value for SizeInMBs, you must also specify a value for IntervalInSeconds, and vice versa.",
+            ))
+        }
+    };
+    if !(1..=size_max).contains(&size) {
+        return Err(validation(
+            &format!("{base}.bufferingHints.sizeInMBs"),
+            &format!("Member must have value between 1 and {size_max}"),
+        ));
+    }
+    if !(0..=INTERVAL_S_MAX).contains(&interval) {
+        return Err(validation(
+            &format!("{base}.bufferingHints.intervalInSeconds"),
+            &format!("Member must have value between 0 and {INTERVAL_S_MAX}"),
+        ));
+    }
+    Ok((size, interval))
+}
+
+/// `HttpEndpointBufferingHints.SizeInMBs` at most.
+pub const HTTP_SIZE_MB_MAX: i64 = 64;
+/// `RetryOptions.DurationInSeconds` default and maximum.
+pub const HTTP_RETRY_S_DEFAULT: i64 = 300;
+pub const HTTP_RETRY_S_MAX: i64 = 7200;
+
+/// An HTTP endpoint destination configuration to what is stored (its description, with the
+/// access key kept and the S3 backup's description under `S3Configuration`).
+fn http_endpoint(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
+    let endpoint = config
+        .structure_opt("EndpointConfiguration")?
+        .ok_or_else(|| validation(&field(base, "EndpointConfiguration"), "Member must not be null"))?;
+    let url = endpoint
+        .str_opt("Url")?
+        .ok_or_else(|| validation(&format!("{base}.endpointConfiguration.url"), "Member must not be null"))?;
+    if url.is_empty() || url.len() > 1000 || super::http::Target::parse(url).is_err() {
+        return Err(validation(
+            &format!("{base}.endpointConfiguration.url"),
+            "Member must satisfy regular expression pattern: https?://.* and have length between 1 and 1000",
+        ));
+    }
+    let endpoint_name = endpoint.str_opt("Name")?;
+    if endpoint_name.is_some_and(|name| name.is_empty() || name.chars().count() > 256) {
+        return Err(validation(
+            &format!("{base}.endpointConfiguration.name"),
+            "Member must have length between 1 and 256",
+        ));
+    }
+    let access_key = endpoint.str_opt("AccessKey")?;
+    if access_key.is_some_and(|key| key.len() > 4096) {
+        return Err(validation(
+            &format!("{base}.endpointConfiguration.accessKey"),
+            "Member must have length less than or equal to 4096",
+        ));
+    }
+    let hints = hints(config, base, HTTP_SIZE_MB_MAX)?;
+    let logging = match config.member("CloudWatchLoggingOptions") {
+        Some(value @ Value::Map(_)) => value.clone(),
+        _ => Value::map().with("Enabled", false),
+    };
+    let mut request_config = Value::map();
+    let (encoding, attributes) = match config.structure_opt("RequestConfiguration")? {
+        Some(request) => {
+            (request.str_opt("ContentEncoding")?.unwrap_or("NONE"), request.list_opt("CommonAttributes")?)
+        }
+        None => ("NONE", None),
+    };
+    if !matches!(encoding, "NONE" | "GZIP") {
+        return Err(validation(
+            &format!("{base}.requestConfiguration.contentEncoding"),
+            "Member must satisfy enum value set: [NONE, GZIP]",
+        ));
+    }
+    request_config = request_config.with("ContentEncoding", encoding);
+    if let Some(attributes) = attributes {
+        if attributes.len() > 50 {
+            return Err(validation(
+                &format!("{base}.requestConfiguration.commonAttributes"),
+                "Member must have length less than or equal to 50",
+            ));
+        }
+        let mut checked = Vec::with_capacity(attributes.len());
+        for attribute in attributes {
+            let attribute = Request::new(config.protocol, attribute);
+            let name = attribute.str_req("AttributeName")?;
+            let value = attribute.str_req("AttributeValue")?;
+            if name.is_empty() || name.chars().count() > 256 || value.chars().count() > 1024 {
+                return Err(validation(
+                    &format!("{base}.requestConfiguration.commonAttributes"),
+                    "AttributeName must have length between 1 and 256 and AttributeValue at most 1024",
+                ));
+            }
+            checked.push(Value::map().with("AttributeName", name).with("AttributeValue", value));
+        }
+        request_config = request_config.with("CommonAttributes", Value::List(checked));
+    }
+    let processing = match config.structure_opt("ProcessingConfiguration")? {
+        None => None,
+        Some(processing) => {
+            processors(processing, &format!("{base}.processingConfiguration"))?;
+            Some(processing.value.clone())
+        }
+    };
+    let role = config.str_opt("RoleARN")?;
+    if role.is_some_and(|role| !role_ok(role)) {
+        return Err(validation(
+            &field(base, "RoleARN"),
+            "Member must satisfy regular expression pattern: arn:.*:iam::\\d{12}:role/[a-zA-Z_0-9+=,.@\\-_/]+",
+        ));
+    }
+    let retry = match config.structure_opt("RetryOptions")? {
+        Some(options) => options.int_opt("DurationInSeconds")?.unwrap_or(HTTP_RETRY_S_DEFAULT),
+        None => HTTP_RETRY_S_DEFAULT,
+    };
+    if !(0..=HTTP_RETRY_S_MAX).contains(&retry) {
+        return Err(validation(
+            &format!("{base}.retryOptions.durationInSeconds"),
+            &format!("Member must have value between 0 and {HTTP_RETRY_S_MAX}"),
+        ));
+    }
+    let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("FailedDataOnly");
+    if !matches!(backup_mode, "FailedDataOnly" | "AllData") {
+        return Err(validation(
+            &field(base, "S3BackupMode"),
+            "Member must satisfy enum value set: [FailedDataOnly, AllData]",
+        ));
+    }
+    let backup = config
+        .structure_opt("S3Configuration")?
+        .ok_or_else(|| validation(&field(base, "S3Configuration"), "Member must not be null"))?;
+    let backup = extended_s3(backup, &field(base, "S3Configuration"))?;
+    let endpoint =
+        Value::map().with("Url", url).with_opt("Name", endpoint_name).with_opt("AccessKey", access_key);
+    Ok(Value::map()
+        .with("EndpointConfiguration", endpoint)
+        .with("BufferingHints", Value::map().with("SizeInMBs", hints.0).with("IntervalInSeconds", hints.1))
+        .with("CloudWatchLoggingOptions", logging)
+        .with("RequestConfiguration", request_config)
+        .with_opt("ProcessingConfiguration", processing)
+        .with_opt("RoleARN", role)
+        .with("RetryOptions", Value::map().with("DurationInSeconds", retry))
+        .with("S3BackupMode", backup_mode)
+        .with("S3Configuration", backup))
 }
 
 /// The processors this server runs, with their parameters checked.
@@ -364,9 +571,103 @@ pub struct S3Plan {
     pub kms_key: Option<String>,
 }
 
-/// The plan of a stored description (it was checked when stored; a failure here is a bug or
+/// What the delivery worker needs of an HTTP endpoint.
+#[derive(Debug)]
+pub struct HttpPlan {
+    pub url: String,
+    pub access_key: Option<String>,
+    pub common_attributes: Vec<(String, String)>,
+    pub gzip: bool,
+    pub size_bytes: usize,
+    pub interval_ms: i64,
+    pub retry_ms: i64,
+    pub all_data_backup: bool,
+    pub processors: Processors,
+    /// Where failed (or, with `AllData`, all) records go.
+    pub backup: S3Plan,
+}
+
+#[derive(Debug)]
+pub enum Plan {
+    S3(S3Plan),
+    Http(HttpPlan),
+}
+
+impl Plan {
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Plan::S3(plan) => plan.size_bytes,
+            Plan::Http(plan) => plan.size_bytes,
+        }
+    }
+
+    pub fn interval_ms(&self) -> i64 {
+        match self {
+            Plan::S3(plan) => plan.interval_ms,
+            Plan::Http(plan) => plan.interval_ms,
+        }
+    }
+
+    /// Records per object or request (an HTTP request carries at most 10,000).
+    pub fn max_records(&self) -> usize {
+        match self {
+            Plan::S3(_) => usize::MAX,
+            Plan::Http(_) => 10_000,
+        }
+    }
+
+    pub fn processors(&self) -> &Processors {
+        match self {
+            Plan::S3(plan) => &plan.processors,
+            Plan::Http(plan) => &plan.processors,
+        }
+    }
+}
+
+/// The plan of a stored destination (it was checked when stored; a failure here is a bug or
 /// a damaged catalog, reported as such).
-pub fn plan(description: &Value) -> Result<S3Plan, ApiError> {
+pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
+    match destination.kind {
+        DestinationKind::S3 => s3_plan(&destination.stored).map(Plan::S3),
+        DestinationKind::Http => {
+            let config = Request::new(Protocol::Json, &destination.stored);
+            let endpoint =
+                config.structure_opt("EndpointConfiguration")?.ok_or_else(|| invalid("no endpoint"))?;
+            let hints =
+                config.structure_opt("BufferingHints")?.ok_or_else(|| invalid("no BufferingHints"))?;
+            let request =
+                config.structure_opt("RequestConfiguration")?.ok_or_else(|| invalid("no request"))?;
+            let mut common_attributes = Vec::new();
+            for attribute in request.list_opt("CommonAttributes")?.unwrap_or(&[]) {
+                let attribute = Request::new(Protocol::Json, attribute);
+                common_attributes.push((
+                    attribute.str_req("AttributeName")?.to_owned(),
+                    attribute.str_req("AttributeValue")?.to_owned(),
+                ));
+            }
+            let processors = match config.structure_opt("ProcessingConfiguration")? {
+                Some(processing) => processors(processing, "processingConfiguration")?,
+                None => Processors::default(),
+            };
+            let retry = config.structure_opt("RetryOptions")?.ok_or_else(|| invalid("no RetryOptions"))?;
+            let backup = config.member("S3Configuration").ok_or_else(|| invalid("no S3Configuration"))?;
+            Ok(Plan::Http(HttpPlan {
+                url: endpoint.str_req("Url")?.to_owned(),
+                access_key: endpoint.str_opt("AccessKey")?.map(str::to_owned),
+                common_attributes,
+                gzip: request.str_opt("ContentEncoding")? == Some("GZIP"),
+                size_bytes: (hints.int_req("SizeInMBs")? as usize) << 20,
+                interval_ms: hints.int_req("IntervalInSeconds")? * 1000,
+                retry_ms: retry.int_req("DurationInSeconds")? * 1000,
+                all_data_backup: config.str_opt("S3BackupMode")? == Some("AllData"),
+                processors,
+                backup: s3_plan(backup)?,
+            }))
+        }
+    }
+}
+
+fn s3_plan(description: &Value) -> Result<S3Plan, ApiError> {
     let config = Request::new(Protocol::Json, description);
     let bucket = bucket_of(config.str_req("BucketARN")?).ok_or_else(|| invalid("bad BucketARN"))?.to_owned();
     let (prefix, errors) =
@@ -435,7 +736,8 @@ mod tests {
         let request = json(&format!(
             r#"{{"ExtendedS3DestinationConfiguration":{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::my-bucket"}}}}"#
         ));
-        let description = destination_of_create(Request::new(Protocol::Json, &request)).unwrap();
+        let destination = destination_of_create(Request::new(Protocol::Json, &request)).unwrap();
+        let description = destination.stored.clone();
         let text = String::from_utf8(document::encode(Protocol::Json, &description)).unwrap();
         assert_eq!(
             text,
@@ -443,7 +745,7 @@ mod tests {
                 r#"{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::my-bucket","BufferingHints":{{"SizeInMBs":5,"IntervalInSeconds":300}},"CompressionFormat":"UNCOMPRESSED","EncryptionConfiguration":{{"NoEncryptionConfig":"NoEncryption"}},"CloudWatchLoggingOptions":{{"Enabled":false}},"S3BackupMode":"Disabled"}}"#
             )
         );
-        let plan = plan(&description).unwrap();
+        let plan = s3_plan(&description).unwrap();
         assert_eq!(
             (plan.bucket.as_str(), plan.size_bytes, plan.interval_ms),
             ("my-bucket", 5 << 20, 300_000)
@@ -490,14 +792,14 @@ mod tests {
             r#"{"ExtendedS3DestinationUpdate":{"BufferingHints":{"SizeInMBs":1,"IntervalInSeconds":60},"CompressionFormat":"GZIP"}}"#,
         );
         let updated = destination_of_update(&stored, Request::new(Protocol::Json, &update)).unwrap();
-        let plan = plan(&updated).unwrap();
+        let Plan::S3(plan) = plan(&updated).unwrap() else { panic!("an S3 plan") };
         assert_eq!(
             (plan.size_bytes, plan.interval_ms, plan.compression),
             (1 << 20, 60_000, Compression::Gzip)
         );
         assert_eq!(plan.prefix.to_string(), "logs/!{timestamp:yyyy/MM/dd/HH/}");
         assert_eq!(plan.extension, ".gz");
-        assert!(legacy_description(&updated).get("S3BackupMode").is_none());
+        assert!(legacy_description(&updated.stored).get("S3BackupMode").is_none());
     }
 
     #[test]

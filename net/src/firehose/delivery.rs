@@ -17,7 +17,10 @@ use std::time::Duration;
 use millrace_core::{Engine, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, StartPosition};
 
 use super::compress::compress;
-use super::config::{self, S3Plan};
+use super::config::{self, HttpPlan, Plan, S3Plan};
+use super::errors::{Detail, ErrorOutputType, ErrorRecord};
+use super::http::{CallError, Target};
+use super::http_endpoint;
 use super::key;
 use super::prefix::Values;
 use super::sink::{Object, Sink};
@@ -61,6 +64,11 @@ pub struct Metrics {
     pub delivery_to_s3_failures: AtomicU64,
     /// Age of the oldest record of the last delivered object when it was delivered, ms.
     pub delivery_to_s3_data_freshness_ms: AtomicI64,
+    pub delivery_to_http_records: AtomicU64,
+    pub delivery_to_http_bytes: AtomicU64,
+    pub delivery_to_http_success: AtomicU64,
+    pub delivery_to_http_failures: AtomicU64,
+    pub delivery_to_http_data_freshness_ms: AtomicI64,
 }
 
 pub struct WorkerState {
@@ -109,12 +117,18 @@ pub struct Deliveries {
     engine: Engine,
     sink: Arc<Sink>,
     runtime: tokio::runtime::Handle,
+    region: String,
     workers: Mutex<HashMap<String, Worker>>,
 }
 
 impl Deliveries {
-    pub fn new(engine: Engine, sink: Arc<Sink>, runtime: tokio::runtime::Handle) -> Deliveries {
-        Deliveries { engine, sink, runtime, workers: Mutex::new(HashMap::new()) }
+    pub fn new(
+        engine: Engine,
+        sink: Arc<Sink>,
+        runtime: tokio::runtime::Handle,
+        region: String,
+    ) -> Deliveries {
+        Deliveries { engine, sink, runtime, region, workers: Mutex::new(HashMap::new()) }
     }
 
     pub fn sink(&self) -> &Sink {
@@ -124,8 +138,9 @@ impl Deliveries {
     /// Starts the worker of a delivery stream (again, after a restart: it resumes at its cursor).
     pub fn start(&self, name: &str) {
         let state = WorkerState::new();
-        let task =
-            self.runtime.spawn(run(self.engine.clone(), self.sink.clone(), name.to_owned(), state.clone()));
+        let worker =
+            run(self.engine.clone(), self.sink.clone(), name.to_owned(), self.region.clone(), state.clone());
+        let task = self.runtime.spawn(worker);
         let old = self.workers.lock().expect("not poisoned").insert(name.to_owned(), Worker { state, task });
         if let Some(old) = old {
             old.state.stop.store(true, Ordering::SeqCst);
@@ -213,23 +228,26 @@ impl SplitMix {
 
 /// What the worker runs from: the plan of the stored description and the key's version.
 struct Loaded {
-    plan: S3Plan,
+    plan: Plan,
     version: u64,
+    /// The delivery stream's ARN (`X-Amz-Firehose-Source-Arn`).
+    arn: String,
 }
 
-fn load(engine: &Engine, key: &ResourceKey) -> Result<(Spec, Loaded), String> {
+fn load(engine: &Engine, key: &ResourceKey, region: &str) -> Result<(Spec, Loaded), String> {
     let meta = engine.describe(key).map_err(|error| error.to_string())?;
     let spec =
         Spec::decode(meta.spec()).map_err(|error| format!("stored configuration: {}", error.message))?;
     let plan =
         config::plan(&spec.destination).map_err(|error| format!("stored destination: {}", error.message))?;
     let version = spec.version_id;
-    Ok((spec, Loaded { plan, version }))
+    let arn = format!("arn:aws:firehose:{region}:{}:deliverystream/{}", crate::aws::ACCOUNT_ID, key.name);
+    Ok((spec, Loaded { plan, version, arn }))
 }
 
-async fn run(engine: Engine, sink: Arc<Sink>, name: String, state: Arc<WorkerState>) {
+async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, state: Arc<WorkerState>) {
     let key = ResourceKey::new(ResourceKind::DeliveryStream, name.clone());
-    let (spec, mut loaded) = match load(&engine, &key) {
+    let (spec, mut loaded) = match load(&engine, &key, &region) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("millrace: firehose {name}: cannot start delivery: {error}");
@@ -253,7 +271,7 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, state: Arc<WorkerSta
             return;
         }
         if state.reload.swap(false, Ordering::SeqCst) {
-            match load(&engine, &key) {
+            match load(&engine, &key, &region) {
                 Ok((_, fresh)) => loaded = fresh,
                 Err(error) => eprintln!("millrace: firehose {name}: keeping the old configuration: {error}"),
             }
@@ -262,7 +280,7 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, state: Arc<WorkerSta
         let mut read_any = false;
         let mut waits = Vec::new();
         let mut index = 0;
-        while index < sources.len() && buffered_bytes < loaded.plan.size_bytes {
+        while index < sources.len() && buffered_bytes < loaded.plan.size_bytes() {
             let Some(from) = sources[index].from else {
                 index += 1;
                 continue;
@@ -318,10 +336,15 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, state: Arc<WorkerSta
             index += 1;
         }
         // Objects by size first, then by age.
-        while buffered_bytes >= loaded.plan.size_bytes && !buffer.is_empty() {
+        while (buffered_bytes >= loaded.plan.size_bytes() || buffer.len() >= loaded.plan.max_records())
+            && !buffer.is_empty()
+        {
             let mut count = 0;
             let mut bytes = 0;
-            while count < buffer.len() && bytes < loaded.plan.size_bytes {
+            while count < buffer.len()
+                && bytes < loaded.plan.size_bytes()
+                && count < loaded.plan.max_records()
+            {
                 bytes += buffer[count].data.len();
                 count += 1;
             }
@@ -334,7 +357,7 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, state: Arc<WorkerSta
         }
         let now = clock.now_ms();
         if let Some(first) = buffer.first() {
-            if now - first.arrival_ms >= loaded.plan.interval_ms {
+            if now - first.arrival_ms >= loaded.plan.interval_ms() {
                 let count = buffer.len();
                 if !deliver(&engine, &sink, &name, &state, &loaded, &sources, &mut buffer, count, &mut random)
                     .await
@@ -349,7 +372,7 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, state: Arc<WorkerSta
             continue;
         }
         // Nothing new: wait for a commit, a change, or the buffer's deadline.
-        let deadline = buffer.first().map(|first| first.arrival_ms + loaded.plan.interval_ms - now);
+        let deadline = buffer.first().map(|first| first.arrival_ms + loaded.plan.interval_ms() - now);
         let wait = Duration::from_millis(deadline.map_or(1_000, |left| left.clamp(1, 1_000)) as u64);
         let notified = state.wake.notified();
         match waits.as_slice() {
@@ -426,33 +449,100 @@ async fn sleep_or_stop(state: &WorkerState, duration: Duration) {
     }
 }
 
-/// The key of an object whose oldest record arrived at `oldest`.
-fn object_key(name: &str, loaded: &Loaded, oldest: i64, random: &mut SplitMix) -> String {
-    let plan = &loaded.plan;
+/// The key of an object whose oldest record arrived at `oldest`: under the prefix, or, with
+/// an error output type, under the error prefix.
+fn object_key(
+    name: &str,
+    plan: &S3Plan,
+    version: u64,
+    oldest: i64,
+    error_output_type: Option<&str>,
+    random: &mut SplitMix,
+) -> String {
     let suffix_random = random.bytes();
     let mut next_random = || key::random_string(random.bytes());
     let mut values = Values {
         arrival_ms: oldest,
-        error_output_type: None,
+        error_output_type,
         query_key: &|_| None,
         lambda_key: &|_| None,
         random: &mut next_random,
     };
-    let prefix = match plan.prefix.render(&mut values) {
+    let rendered = match error_output_type {
+        None => plan.prefix.render(&mut values),
+        Some(_) => plan.errors.render(&mut values),
+    };
+    let prefix = match rendered {
         Ok(prefix) => prefix,
         Err(error) => {
             // Checked at create for streams without partition keys; kept safe regardless.
             eprintln!("millrace: firehose {name}: prefix: {error}; using the error prefix");
-            values.error_output_type = Some("processing-failed");
+            values.error_output_type = Some(error_output_type.unwrap_or("processing-failed"));
             plan.errors.render(&mut values).unwrap_or_default()
         }
     };
-    format!("{prefix}{}", key::object_suffix(name, loaded.version, oldest, suffix_random, &plan.extension))
+    format!("{prefix}{}", key::object_suffix(name, version, oldest, suffix_random, &plan.extension))
 }
 
-/// Delivers the first `count` buffered records as one object, retrying until it is stored
-/// (or the worker stops: then `false`, and the records stay in the log), then advances the
-/// cursors past them.
+/// Stores one object in an S3 destination (or backup), retrying until it is stored; `false`
+/// if the worker stopped first.
+#[allow(clippy::too_many_arguments)]
+async fn put_retrying(
+    sink: &Sink,
+    name: &str,
+    state: &WorkerState,
+    plan: &S3Plan,
+    key: &str,
+    payload: &[u8],
+    random: &mut SplitMix,
+    failures: &AtomicU64,
+) -> bool {
+    let zip_entry = key::uuid_v4(random.bytes());
+    let body = compress(plan.compression, payload, &zip_entry);
+    let object = Object {
+        bucket: &plan.bucket,
+        key,
+        body: &body,
+        content_encoding: plan.compression.content_encoding(),
+        kms_key: plan.kms_key.as_deref(),
+    };
+    let mut attempt = 0u32;
+    loop {
+        match sink.put(&object).await {
+            Ok(()) => return true,
+            Err(error) => {
+                failures.fetch_add(1, Ordering::Relaxed);
+                if attempt < 3 || attempt.is_power_of_two() {
+                    eprintln!(
+                        "millrace: firehose {name}: delivery attempt {} failed, retrying: {error}",
+                        attempt + 1
+                    );
+                }
+                let jitter = 0.85 + (random.next() % 300) as f64 / 1000.0;
+                let wait = super::http_endpoint::backoff(attempt, jitter).min(Duration::from_secs(30));
+                attempt = attempt.saturating_add(1);
+                sleep_or_stop(state, wait).await;
+                if state.stopping() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The records' bytes as delivered: each followed by the delimiter, if one is configured.
+fn payload_of(records: &[Pending], delimiter: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(records.iter().map(|r| r.data.len() + delimiter.len()).sum());
+    for record in records {
+        payload.extend_from_slice(&record.data);
+        payload.extend_from_slice(delimiter);
+    }
+    payload
+}
+
+/// Delivers the first `count` buffered records (one object, or one HTTP request), retrying
+/// as the destination's rules say (or until the worker stops: then `false`, and the records
+/// stay in the log), then advances the cursors past them.
 #[allow(clippy::too_many_arguments)]
 async fn deliver(
     engine: &Engine,
@@ -465,54 +555,86 @@ async fn deliver(
     count: usize,
     random: &mut SplitMix,
 ) -> bool {
-    let plan = &loaded.plan;
     let records = &buffer[..count];
     let oldest = records.iter().map(|record| record.arrival_ms).min().unwrap_or_else(|| engine.now_ms());
-    let delimiter = plan.processors.delimiter.as_deref().unwrap_or(b"");
-    let mut payload = Vec::with_capacity(records.iter().map(|r| r.data.len() + delimiter.len()).sum());
-    for record in records {
-        payload.extend_from_slice(&record.data);
-        payload.extend_from_slice(delimiter);
-    }
-    let zip_entry = key::uuid_v4(random.bytes());
-    let body = compress(plan.compression, &payload, &zip_entry);
-    let object_key = object_key(name, loaded, oldest, random);
-    let object = Object {
-        bucket: &plan.bucket,
-        key: &object_key,
-        body: &body,
-        content_encoding: plan.compression.content_encoding(),
-        kms_key: plan.kms_key.as_deref(),
-    };
-    let mut attempt = 0u32;
-    loop {
-        match sink.put(&object).await {
-            Ok(()) => break,
-            Err(error) => {
-                state.metrics.delivery_to_s3_failures.fetch_add(1, Ordering::Relaxed);
-                if attempt < 3 || attempt.is_power_of_two() {
+    let delivered_bytes: usize = records.iter().map(|record| record.data.len()).sum();
+    let metrics = &state.metrics;
+    match &loaded.plan {
+        Plan::S3(plan) => {
+            let delimiter = plan.processors.delimiter.as_deref().unwrap_or(b"");
+            let payload = payload_of(records, delimiter);
+            let key = object_key(name, plan, loaded.version, oldest, None, random);
+            let failures = &metrics.delivery_to_s3_failures;
+            if !put_retrying(sink, name, state, plan, &key, &payload, random, failures).await {
+                return false;
+            }
+            metrics.delivery_to_s3_success.fetch_add(1, Ordering::Relaxed);
+            metrics.delivery_to_s3_records.fetch_add(count as u64, Ordering::Relaxed);
+            metrics.delivery_to_s3_bytes.fetch_add(delivered_bytes as u64, Ordering::Relaxed);
+            metrics.delivery_to_s3_data_freshness_ms.store(engine.now_ms() - oldest, Ordering::Relaxed);
+        }
+        Plan::Http(plan) => {
+            let arn = loaded.arn.as_str();
+            match post_retrying(engine, name, arn, state, plan, records, random).await {
+                None => return false,
+                Some(HttpOutcome::Delivered) => {
+                    metrics.delivery_to_http_success.fetch_add(1, Ordering::Relaxed);
+                    metrics.delivery_to_http_records.fetch_add(count as u64, Ordering::Relaxed);
+                    metrics.delivery_to_http_bytes.fetch_add(delivered_bytes as u64, Ordering::Relaxed);
+                    metrics
+                        .delivery_to_http_data_freshness_ms
+                        .store(engine.now_ms() - oldest, Ordering::Relaxed);
+                    if plan.all_data_backup {
+                        let backup = &plan.backup;
+                        let payload =
+                            payload_of(records, backup.processors.delimiter.as_deref().unwrap_or(b""));
+                        let key = object_key(name, backup, loaded.version, oldest, None, random);
+                        let failures = &metrics.delivery_to_s3_failures;
+                        if !put_retrying(sink, name, state, backup, &key, &payload, random, failures).await {
+                            return false;
+                        }
+                    }
+                }
+                Some(HttpOutcome::Rejected) => {
+                    // 413: AWS neither retries nor backs up; the loss is the endpoint's choice.
                     eprintln!(
-                        "millrace: firehose {name}: delivery attempt {} failed, retrying: {error}",
-                        attempt + 1
+                        "millrace: firehose {name}: the endpoint refused {count} records with 413 (too large); \
+                         as AWS does, they are neither retried nor written to the backup"
                     );
                 }
-                let jitter = (random.next() % 1000) as f64 / 1000.0;
-                let wait = super::http_endpoint::backoff(attempt, jitter).min(Duration::from_secs(30));
-                attempt = attempt.saturating_add(1);
-                sleep_or_stop(state, wait).await;
-                if state.stopping() {
-                    return false;
+                Some(HttpOutcome::Failed { attempts, code, message, ended_ms }) => {
+                    let mut lines = Vec::new();
+                    for record in records {
+                        let data_id = format!("{}.0", record.sequence);
+                        lines.extend(
+                            ErrorRecord {
+                                attempts_made: attempts,
+                                arrival_ms: record.arrival_ms,
+                                error_code: code,
+                                error_message: &message,
+                                attempt_ending_ms: ended_ms,
+                                raw_data: &record.data,
+                                detail: Detail::HttpEndpoint { subsequence_number: 0, data_id: &data_id },
+                            }
+                            .to_json_line(),
+                        );
+                    }
+                    let backup = &plan.backup;
+                    let error_type = Some(ErrorOutputType::HttpEndpointFailed.as_str());
+                    let key = object_key(name, backup, loaded.version, oldest, error_type, random);
+                    let failures = &metrics.delivery_to_s3_failures;
+                    if !put_retrying(sink, name, state, backup, &key, &lines, random, failures).await {
+                        return false;
+                    }
+                    eprintln!(
+                        "millrace: firehose {name}: {count} records went to s3://{}/{key}: {code}",
+                        backup.bucket
+                    );
                 }
             }
         }
     }
-    let delivered_bytes: usize = records.iter().map(|record| record.data.len()).sum();
-    let metrics = &state.metrics;
-    metrics.delivery_to_s3_success.fetch_add(1, Ordering::Relaxed);
-    metrics.delivery_to_s3_records.fetch_add(count as u64, Ordering::Relaxed);
-    metrics.delivery_to_s3_bytes.fetch_add(delivered_bytes as u64, Ordering::Relaxed);
-    metrics.delivery_to_s3_data_freshness_ms.store(engine.now_ms() - oldest, Ordering::Relaxed);
-    // The cursor of each source: the last record of it in the object.
+    // The cursor of each source: the last record of it that was delivered.
     let mut last: HashMap<usize, SequenceNumber> = HashMap::new();
     for record in records {
         last.insert(record.source, record.sequence);
@@ -520,10 +642,141 @@ async fn deliver(
     for (index, sequence) in last {
         let source = &sources[index];
         if let Err(error) = engine.checkpoint(&source.key, &source.owner, source.shard, sequence).await {
-            // The object is stored; its records will be delivered again after a restart.
-            eprintln!("millrace: firehose {name}: cursor not saved ({error}); a restart may deliver {object_key} again");
+            // Delivered; its records will be delivered again after a restart.
+            eprintln!(
+                "millrace: firehose {name}: cursor not saved ({error}); a restart may deliver them again"
+            );
         }
     }
     buffer.drain(..count);
     true
+}
+
+enum HttpOutcome {
+    Delivered,
+    /// 413.
+    Rejected,
+    /// The retry duration ran out; the last error, as AWS's error records name it.
+    Failed {
+        attempts: u32,
+        code: &'static str,
+        message: String,
+        ended_ms: i64,
+    },
+}
+
+/// Posts records to an HTTP endpoint as AWS's specification says, retrying with backoff
+/// within `RetryOptions.DurationInSeconds` (counted from the first failure). `None` if the
+/// worker stopped.
+async fn post_retrying(
+    engine: &Engine,
+    name: &str,
+    source_arn: &str,
+    state: &WorkerState,
+    plan: &HttpPlan,
+    records: &[Pending],
+    random: &mut SplitMix,
+) -> Option<HttpOutcome> {
+    let target = match Target::parse(&plan.url) {
+        Ok(target) => target,
+        Err(error) => {
+            let ended_ms = engine.now_ms();
+            return Some(HttpOutcome::Failed {
+                attempts: 0,
+                code: "HttpEndpoint.InvalidUrl",
+                message: error,
+                ended_ms,
+            });
+        }
+    };
+    let delimiter = plan.processors.delimiter.as_deref().unwrap_or(b"");
+    let owned: Vec<Vec<u8>>;
+    let datas: Vec<&[u8]> = if delimiter.is_empty() {
+        records.iter().map(|record| record.data.as_slice()).collect()
+    } else {
+        owned = records.iter().map(|record| [record.data.as_slice(), delimiter].concat()).collect();
+        owned.iter().map(Vec::as_slice).collect()
+    };
+    let request_id = key::uuid_v4(random.bytes());
+    let mut first_failure: Option<i64> = None;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let delivery = http_endpoint::Delivery {
+            request_id: &request_id,
+            source_arn,
+            timestamp_ms: engine.now_ms(),
+            records: &datas,
+            access_key: plan.access_key.as_deref(),
+            common_attributes: &plan.common_attributes,
+        };
+        let (headers, body) = delivery.request();
+        let mut headers: Vec<(String, String)> =
+            headers.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+        let body = if plan.gzip {
+            headers.push(("Content-Encoding".to_owned(), "gzip".to_owned()));
+            compress(key::Compression::Gzip, &body, "")
+        } else {
+            body
+        };
+        headers.push(("Host".to_owned(), target.host_header.clone()));
+        headers.push(("Content-Length".to_owned(), body.len().to_string()));
+        let answer = target
+            .call(
+                "POST",
+                &target.path_and_query,
+                &headers,
+                body,
+                http_endpoint::RESPONSE_TIMEOUT,
+                http_endpoint::MAX_RESPONSE_BYTES,
+            )
+            .await;
+        let (code, message) = match answer {
+            Ok(answer) => {
+                let judged = http_endpoint::judge(
+                    answer.status,
+                    answer.header("content-type"),
+                    answer.header("content-encoding"),
+                    &answer.body,
+                    &request_id,
+                );
+                match judged {
+                    http_endpoint::Answer::Delivered => return Some(HttpOutcome::Delivered),
+                    http_endpoint::Answer::Permanent => return Some(HttpOutcome::Rejected),
+                    http_endpoint::Answer::Retry { message } => {
+                        let code = if message.starts_with("Received the following response") {
+                            "HttpEndpoint.DestinationException"
+                        } else {
+                            "HttpEndpoint.InvalidResponseFromDestination"
+                        };
+                        (code, message)
+                    }
+                }
+            }
+            Err(error) => {
+                let code = match error {
+                    CallError::Connect(_) => "HttpEndpoint.ConnectionFailed",
+                    CallError::Timeout(_) => "HttpEndpoint.RequestTimeout",
+                    CallError::TooLarge(_) => "HttpEndpoint.ResponseTooLarge",
+                    CallError::Reset(_) => "HttpEndpoint.ConnectionReset",
+                };
+                (code, error.to_string())
+            }
+        };
+        state.metrics.delivery_to_http_failures.fetch_add(1, Ordering::Relaxed);
+        let now = engine.now_ms();
+        let since = *first_failure.get_or_insert(now);
+        if now - since >= plan.retry_ms {
+            return Some(HttpOutcome::Failed { attempts, code, message, ended_ms: now });
+        }
+        if attempts <= 3 || attempts.is_power_of_two() {
+            eprintln!("millrace: firehose {name}: {} attempt {attempts}: {code}: {message}", plan.url);
+        }
+        let jitter = 0.85 + (random.next() % 300) as f64 / 1000.0;
+        let left = Duration::from_millis((since + plan.retry_ms - now).max(1) as u64);
+        sleep_or_stop(state, http_endpoint::backoff(attempts - 1, jitter).min(left)).await;
+        if state.stopping() {
+            return None;
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod errors;
+pub mod http;
 pub mod http_endpoint;
 pub mod key;
 pub mod lambda;

@@ -8,9 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 
 use crate::aws::sigv4::{self, Payload, SignedRequest};
@@ -128,22 +125,14 @@ fn write_durably(path: &Path, body: &[u8]) -> Result<(), String> {
 
 /// PutObject: `PUT /{bucket}/{key}`, path-style, payload signed.
 async fn put_object(endpoint: &S3Endpoint, object: &Object<'_>) -> Result<(), String> {
-    let (tls, rest) = match endpoint.url.strip_prefix("https://") {
-        Some(rest) => (true, rest),
-        None => (false, endpoint.url.strip_prefix("http://").unwrap_or(&endpoint.url)),
-    };
-    let authority = if rest.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
-        rest.to_owned()
-    } else {
-        format!("{rest}:{}", if tls { 443 } else { 80 })
-    };
+    let target = super::http::Target::parse(&endpoint.url)?;
     let raw_path = format!("/{}/{}", object.bucket, object.key);
     let path = sigv4::uri_encode(&raw_path, false);
     let amz_date = sigv4::format_amz_date(now_ms());
     let mut headers = vec![
         ("content-length".to_owned(), object.body.len().to_string()),
         ("content-type".to_owned(), "application/octet-stream".to_owned()),
-        ("host".to_owned(), rest.to_owned()),
+        ("host".to_owned(), target.host_header.clone()),
         ("x-amz-content-sha256".to_owned(), sigv4::hex(&Sha256::digest(object.body))),
         ("x-amz-date".to_owned(), amz_date.clone()),
     ];
@@ -171,62 +160,16 @@ async fn put_object(endpoint: &S3Endpoint, object: &Object<'_>) -> Result<(), St
         &amz_date,
     );
     headers.push(("authorization".to_owned(), authorization));
-    let mut builder = hyper::Request::builder().method("PUT").uri(&path);
-    for (name, value) in &headers {
-        builder = builder.header(name, value);
+    let answer = target
+        .call("PUT", &path, &headers, object.body.to_vec(), Duration::from_secs(120), 64 << 10)
+        .await
+        .map_err(|error| format!("PutObject s3://{}/{}: {error}", object.bucket, object.key))?;
+    if answer.status == 200 {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(400)]).into_owned();
+        Err(format!("PutObject s3://{}/{} answered {}: {text}", object.bucket, object.key, answer.status))
     }
-    let request = builder
-        .body(Full::new(Bytes::copy_from_slice(object.body)))
-        .map_err(|error| format!("building the request: {error}"))?;
-
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(&authority)
-            .await
-            .map_err(|error| format!("connecting to {authority}: {error}"))?;
-        let _ = stream.set_nodelay(true);
-        let response = if tls {
-            let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host).to_owned();
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|error| format!("TLS server name {host}: {error}"))?;
-            let stream = crate::client::tls_connector(crate::client::HttpVersion::Http1)
-                .connect(name, stream)
-                .await
-                .map_err(|error| format!("TLS handshake with {host}: {error}"))?;
-            send(TokioIo::new(stream), request).await?
-        } else {
-            send(TokioIo::new(stream), request).await?
-        };
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|error| format!("reading the answer: {error}"))?
-            .to_bytes();
-        if status == 200 {
-            Ok(())
-        } else {
-            let text = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
-            Err(format!("PutObject s3://{}/{} answered {status}: {text}", object.bucket, object.key))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), exchange)
-        .await
-        .map_err(|_| format!("PutObject s3://{}/{} timed out after 120 s", object.bucket, object.key))?
-}
-
-async fn send<T>(
-    io: TokioIo<T>,
-    request: hyper::Request<Full<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|error| format!("HTTP handshake: {error}"))?;
-    tokio::spawn(connection);
-    sender.send_request(request).await.map_err(|error| format!("sending PutObject: {error}"))
 }
 
 fn now_ms() -> i64 {

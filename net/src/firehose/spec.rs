@@ -3,6 +3,7 @@
 //! and the server-side encryption settings. Tags, the ARN's name and the creation time are
 //! the catalog's own.
 
+use super::config::{Destination, DestinationKind};
 use crate::aws::document::{self, Protocol, Request, Value};
 use crate::aws::ApiError;
 
@@ -20,8 +21,7 @@ pub struct Spec {
     /// `DirectPut` or `KinesisStreamAsSource`.
     pub delivery_type: String,
     pub version_id: u64,
-    /// `ExtendedS3DestinationDescription`.
-    pub destination: Value,
+    pub destination: Destination,
     pub kinesis_source: Option<KinesisSource>,
     /// `KeyType` and `KeyARN` while server-side encryption is on.
     pub encryption: Option<(String, Option<String>)>,
@@ -32,7 +32,7 @@ impl Spec {
         let mut value = Value::map()
             .with("DeliveryStreamType", self.delivery_type.as_str())
             .with("VersionId", self.version_id as i64)
-            .with("ExtendedS3DestinationDescription", self.destination.clone());
+            .with(member_of(self.destination.kind), self.destination.stored.clone());
         if let Some(source) = &self.kinesis_source {
             value = value.with(
                 "KinesisStreamSource",
@@ -55,9 +55,11 @@ impl Spec {
     pub fn decode(bytes: &[u8]) -> Result<Spec, ApiError> {
         let value = document::decode(Protocol::Json, bytes)?;
         let spec = Request::new(Protocol::Json, &value);
-        let destination = spec
-            .member("ExtendedS3DestinationDescription")
-            .cloned()
+        let destination = [DestinationKind::S3, DestinationKind::Http]
+            .into_iter()
+            .find_map(|kind| {
+                spec.member(member_of(kind)).map(|stored| Destination { kind, stored: stored.clone() })
+            })
             .ok_or_else(|| document::missing("ExtendedS3DestinationDescription"))?;
         let kinesis_source = match spec.structure_opt("KinesisStreamSource")? {
             Some(source) => Some(KinesisSource {
@@ -85,6 +87,13 @@ impl Spec {
     }
 }
 
+fn member_of(kind: DestinationKind) -> &'static str {
+    match kind {
+        DestinationKind::S3 => "ExtendedS3DestinationDescription",
+        DestinationKind::Http => "HttpEndpointDestination",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,9 +103,10 @@ mod tests {
         let spec = Spec {
             delivery_type: "KinesisStreamAsSource".into(),
             version_id: 3,
-            destination: Value::map()
-                .with("BucketARN", "arn:aws:s3:::b")
-                .with("BufferingHints", Value::map().with("SizeInMBs", 5i64)),
+            destination: Destination {
+                kind: DestinationKind::Http,
+                stored: Value::map().with("BufferingHints", Value::map().with("SizeInMBs", 5i64)),
+            },
             kinesis_source: Some(KinesisSource {
                 stream: "s".into(),
                 stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),

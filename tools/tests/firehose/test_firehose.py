@@ -4,7 +4,9 @@ objects are read back with boto3's S3 client and the standard decoders (gzip, zi
 python-snappy). Run by `cargo test -p millrace-tools --test firehose_api`.
 """
 
+import base64
 import gzip
+import http.server
 import io
 import json
 import os
@@ -481,6 +483,123 @@ class Delivery(Base):
                                  "RoleARN": ROLE},
                              ExtendedS3DestinationConfiguration=s3_destination(bucket))
         self.assertEqual(code, "InvalidArgumentException")
+
+
+class Receiver:
+    """A local HTTP endpoint that records every request Firehose sends and answers as told:
+    `flaky` answers 500 to the first attempt of each request id and 200 to the next;
+    `down` always answers 500 with an error message."""
+
+    def __init__(self, mode):
+        self.mode, self.requests, self.seen = mode, [], set()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                raw = gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip" else body
+                document = json.loads(raw)
+                receiver.requests.append((self.path, dict(self.headers), document))
+                request_id = document["requestId"]
+                first = request_id not in receiver.seen
+                receiver.seen.add(request_id)
+                if receiver.mode == "down" or first:
+                    status, answer = 500, {"requestId": request_id, "timestamp": int(time.time() * 1000),
+                                           "errorMessage": "Unavailable"}
+                else:
+                    status, answer = 200, {"requestId": request_id, "timestamp": int(time.time() * 1000)}
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ingest?source=firehose"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+class HttpEndpoint(Base):
+    def http_stream(self, name, receiver, backup_bucket, **extra):
+        config = {
+            "EndpointConfiguration": {"Url": receiver.url, "Name": "receiver", "AccessKey": "endpoint-secret"},
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
+            "RequestConfiguration": {"ContentEncoding": "GZIP", "CommonAttributes": [
+                {"AttributeName": "team", "AttributeValue": "lake"}]},
+            "RetryOptions": {"DurationInSeconds": 60},
+            "S3Configuration": s3_destination(backup_bucket, ErrorOutputPrefix="failed/!{firehose:error-output-type}/"),
+        }
+        config.update(extra)
+        self.firehose.create_delivery_stream(DeliveryStreamName=name, HttpEndpointDestinationConfiguration=config)
+        self.addCleanup(self.delete_quietly, name)
+
+    def test_every_header_500_then_200_nothing_lost(self):
+        receiver = Receiver("flaky")
+        self.addCleanup(receiver.close)
+        self.http_stream("to-http", receiver, self.bucket("http-backup"))
+        [destination] = self.firehose.describe_delivery_stream(DeliveryStreamName="to-http")[
+            "DeliveryStreamDescription"]["Destinations"]
+        described = destination["HttpEndpointDestinationDescription"]
+        self.assertEqual(described["EndpointConfiguration"], {"Url": receiver.url, "Name": "receiver"},
+                         "the access key is never described")
+        self.assertEqual(described["S3BackupMode"], "FailedDataOnly")
+        self.assertEqual(described["S3DestinationDescription"]["BucketARN"], "arn:aws:s3:::http-backup")
+        sent = [b"event-%d" % i for i in range(30)]
+        before = int(time.time() * 1000)
+        self.firehose.put_record_batch(DeliveryStreamName="to-http", Records=[{"Data": d} for d in sent])
+        self.assertTrue(wait_for(lambda: len(receiver.requests) >= 2, timeout=30))
+        (path, first_headers, first), (_, headers, second) = receiver.requests[:2]
+        self.assertEqual(path, "/ingest?source=firehose")
+        self.assertEqual(headers["X-Amz-Firehose-Protocol-Version"], "1.0")
+        self.assertEqual(headers["X-Amz-Firehose-Access-Key"], "endpoint-secret")
+        self.assertEqual(headers["X-Amz-Firehose-Source-Arn"],
+                         "arn:aws:firehose:us-east-1:000000000000:deliverystream/to-http")
+        self.assertEqual(json.loads(headers["X-Amz-Firehose-Common-Attributes"]),
+                         {"commonAttributes": {"team": "lake"}})
+        self.assertEqual(headers["Content-Type"], "application/json")
+        self.assertEqual(headers["Content-Encoding"], "gzip")
+        self.assertEqual(first_headers["X-Amz-Firehose-Request-Id"], headers["X-Amz-Firehose-Request-Id"],
+                         "the request id is stable across retries")
+        self.assertEqual(second["requestId"], headers["X-Amz-Firehose-Request-Id"])
+        self.assertGreaterEqual(second["timestamp"], before, "timestamps are milliseconds")
+        self.assertLess(second["timestamp"], before + 120_000)
+        self.assertEqual([base64.b64decode(r["data"]) for r in second["records"]], sent)
+        time.sleep(2)
+        self.assertEqual(len(receiver.requests), 2, "delivered once the endpoint answered 200")
+        self.assertEqual(self.objects("http-backup"), [], "nothing failed, so nothing is backed up")
+
+    def test_retries_run_out_then_error_records_in_the_backup(self):
+        receiver = Receiver("down")
+        self.addCleanup(receiver.close)
+        bucket = self.bucket("http-failed")
+        self.http_stream("to-down", receiver, bucket, RetryOptions={"DurationInSeconds": 2})
+        self.firehose.put_record(DeliveryStreamName="to-down", Record={"Data": b"sample raw data"})
+        [key] = wait_for(lambda: self.objects(bucket), timeout=40)
+        self.assertRegex(key, r"^failed/http-endpoint-failed/to-down" + SUFFIX + "$")
+        [line] = self.read(bucket, key)[0].splitlines()
+        record = json.loads(line)
+        self.assertEqual(list(record), ["attemptsMade", "arrivalTimestamp", "errorCode", "errorMessage",
+                                        "attemptEndingTimestamp", "rawData", "subsequenceNumber", "dataId"])
+        self.assertGreaterEqual(record["attemptsMade"], 2)
+        self.assertEqual(record["errorCode"], "HttpEndpoint.DestinationException")
+        self.assertEqual(record["errorMessage"],
+                         "Received the following response from the endpoint destination. Unavailable")
+        self.assertEqual(base64.b64decode(record["rawData"]), b"sample raw data")
+        self.assertGreater(record["attemptEndingTimestamp"], record["arrivalTimestamp"])
+
+    def test_http_endpoint_needs_its_s3_configuration(self):
+        code, message = self.error(
+            self.firehose.create_delivery_stream, DeliveryStreamName="http-no-backup",
+            HttpEndpointDestinationConfiguration={"EndpointConfiguration": {"Url": "http://127.0.0.1:9/"}})
+        self.assertEqual(code, "ValidationException")
+        self.assertIn("s3Configuration", message)
 
 
 class Durability(unittest.TestCase):
