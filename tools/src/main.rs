@@ -257,7 +257,11 @@ fn start_http(
     };
     eprintln!("millrace: Firehose delivers to {}", sink.describe());
     let firehose_config = FirehoseConfig { region: args.region.clone(), encryption_at_rest: true };
-    let firehose = FirehoseApi::new(engine.clone(), firehose_config, sink, front.handle());
+    let lambda = firehose::invoke::LambdaEndpoint::from_env().map_err(anyhow::Error::msg)?;
+    if let Some(lambda) = &lambda {
+        eprintln!("millrace: Firehose invokes Lambda transformations at {}", lambda.url());
+    }
+    let firehose = FirehoseApi::new(engine.clone(), firehose_config, sink, lambda, front.handle());
     let router = Router::new().with(kinesis).with(firehose);
     let mut config = HttpConfig::new(args.http_listen, auth);
     config.clock = engine.clock();

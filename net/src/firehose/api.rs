@@ -12,6 +12,7 @@ use millrace_core::{
 use super::config::{self, DESTINATION_ID};
 use super::delivery::{Deliveries, Status};
 use super::error::{self, codes, invalid, not_found};
+use super::invoke::LambdaEndpoint;
 use super::sink::Sink;
 use super::spec::{KinesisSource, Spec};
 use crate::aws::service::{Call, Reply, ReplyFuture, Routing, Service};
@@ -61,9 +62,11 @@ impl FirehoseApi {
         engine: Engine,
         config: FirehoseConfig,
         sink: Sink,
+        lambda: Option<LambdaEndpoint>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<FirehoseApi> {
-        let deliveries = Deliveries::new(engine.clone(), Arc::new(sink), runtime, config.region.clone());
+        let deliveries =
+            Deliveries::new(engine.clone(), Arc::new(sink), runtime, config.region.clone(), lambda);
         for stream in engine.list(ResourceKind::DeliveryStream) {
             deliveries.start(stream.name());
         }
@@ -142,6 +145,7 @@ impl FirehoseApi {
             }
         }
         let destination = config::destination_of_create(request)?;
+        self.check_lambda(&destination)?;
         let tags = parse_tags(request, "Tags")?.unwrap_or_default();
         let _guard = self.control.lock().await;
         let now = self.engine.now_ms();
@@ -207,6 +211,19 @@ impl FirehoseApi {
         self.engine.create(new).await.map_err(error::engine)?;
         self.deliveries.start(name);
         Ok(Value::map().with("DeliveryStreamARN", self.arn(name)))
+    }
+
+    /// A Lambda processor needs the Invoke API's endpoint.
+    fn check_lambda(&self, destination: &config::Destination) -> Result<(), ApiError> {
+        let plan = config::plan(destination)?;
+        if plan.processors().lambda.is_some() && self.deliveries.lambda().is_none() {
+            return Err(invalid(
+                "This server has no Lambda endpoint for the Lambda processor: start millrace serve with \
+                 MILLRACE_LAMBDA_ENDPOINT=URL (the Lambda Invoke API: AWS's runtime interface emulator, \
+                 sam local start-lambda, or Lambda itself)",
+            ));
+        }
+        Ok(())
     }
 
     fn encryption_input(&self, input: Request<'_>) -> Result<(String, Option<String>), ApiError> {
@@ -373,6 +390,7 @@ impl FirehoseApi {
             return Err(invalid(format!("Destination {destination_id} not found in Firehose {name}.")));
         }
         spec.destination = config::destination_of_update(&spec.destination, request)?;
+        self.check_lambda(&spec.destination)?;
         spec.version_id += 1;
         self.engine
             .update_at(&key(name), Some(meta.version()), ResourceUpdate::Spec(spec.encode()))

@@ -268,10 +268,12 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
     let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("Disabled");
     match backup_mode {
         "Disabled" => {}
-        "Enabled" => return Err(invalid(
-            "S3BackupMode Enabled is not supported by this server yet: it backs up source records before a \
-                 Lambda transform, and Lambda processors are not supported yet",
-        )),
+        "Enabled" => {
+            return Err(invalid(
+                "S3BackupMode Enabled (a backup of the source records before a Lambda transform) is not \
+             supported by this server yet",
+            ))
+        }
         _ => {
             return Err(validation(
                 &field(base, "S3BackupMode"),
@@ -486,6 +488,62 @@ pub struct Processors {
     pub delimiter: Option<Vec<u8>>,
     /// `RecordDeAggregation` (KPL-aggregated records from a Kinesis source).
     pub deaggregate: bool,
+    /// `Lambda`: the transformation, invoked through the Lambda Invoke API.
+    pub lambda: Option<LambdaPlan>,
+}
+
+/// A `Lambda` processor's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaPlan {
+    pub arn: String,
+    /// The function's name and qualifier as the Invoke path and query carry them.
+    pub function: String,
+    pub qualifier: Option<String>,
+    /// The region named in the ARN (the signature's scope).
+    pub region: String,
+    pub retries: u32,
+    pub buffer_bytes: usize,
+    pub interval_ms: i64,
+}
+
+/// `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`.
+fn lambda_plan(arn: &str, param: &dyn Fn(&str) -> Option<String>, at: &str) -> Result<LambdaPlan, ApiError> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let (region, function, qualifier) = match parts.as_slice() {
+        ["arn", _, "lambda", region, account, "function", name]
+            if account.len() == 12 && !name.is_empty() => (*region, *name, None),
+        ["arn", _, "lambda", region, account, "function", name, qualifier]
+            if account.len() == 12 && !name.is_empty() && !qualifier.is_empty() =>
+        {
+            (*region, *name, Some((*qualifier).to_owned()))
+        }
+        _ => {
+            return Err(invalid(format!(
+                "LambdaArn {arn} at {at} is not a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+            )))
+        }
+    };
+    let number = |name: &str, default: f64, min: f64, max: f64| -> Result<f64, ApiError> {
+        let Some(text) = param(name) else { return Ok(default) };
+        match text.parse::<f64>() {
+            Ok(value) if (min..=max).contains(&value) => Ok(value),
+            _ => Err(invalid(format!(
+                "{name} {text:?} of the Lambda processor must be a number from {min} to {max}"
+            ))),
+        }
+    };
+    let retries = number("NumberOfRetries", 3.0, 0.0, 300.0)?;
+    let size_mb = number("BufferSizeInMBs", 1.0, 0.2, 3.0)?;
+    let interval = number("BufferIntervalInSeconds", 60.0, 0.0, 900.0)?;
+    Ok(LambdaPlan {
+        arn: arn.to_owned(),
+        function: function.to_owned(),
+        qualifier,
+        region: region.to_owned(),
+        retries: retries as u32,
+        buffer_bytes: (size_mb * f64::from(1u32 << 20)) as usize,
+        interval_ms: (interval * 1000.0) as i64,
+    })
 }
 
 fn processors(processing: Request<'_>, base: &str) -> Result<Processors, ApiError> {
@@ -517,7 +575,15 @@ fn processors(processing: Request<'_>, base: &str) -> Result<Processors, ApiErro
                 }
                 out.deaggregate = true;
             }
-            "Lambda" | "MetadataExtraction" | "Decompression" | "CloudWatchLogProcessing" => {
+            "Lambda" => {
+                let at = format!("{base}.processors.{}", index + 1);
+                let arn = param("LambdaArn").ok_or_else(|| {
+                    invalid(format!("the Lambda processor at {at} needs its LambdaArn parameter"))
+                })?;
+                let lookup = |name: &str| param(name).map(str::to_owned);
+                out.lambda = Some(lambda_plan(arn, &lookup, &at)?);
+            }
+            "MetadataExtraction" | "Decompression" | "CloudWatchLogProcessing" => {
                 return Err(invalid(format!("the {kind} processor is not supported by this server yet")));
             }
             _ => {
@@ -590,7 +656,7 @@ pub struct HttpPlan {
 #[derive(Debug)]
 pub enum Plan {
     S3(S3Plan),
-    Http(HttpPlan),
+    Http(Box<HttpPlan>),
 }
 
 impl Plan {
@@ -651,7 +717,7 @@ pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
             };
             let retry = config.structure_opt("RetryOptions")?.ok_or_else(|| invalid("no RetryOptions"))?;
             let backup = config.member("S3Configuration").ok_or_else(|| invalid("no S3Configuration"))?;
-            Ok(Plan::Http(HttpPlan {
+            Ok(Plan::Http(Box::new(HttpPlan {
                 url: endpoint.str_req("Url")?.to_owned(),
                 access_key: endpoint.str_opt("AccessKey")?.map(str::to_owned),
                 common_attributes,
@@ -662,7 +728,7 @@ pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
                 all_data_backup: config.str_opt("S3BackupMode")? == Some("AllData"),
                 processors,
                 backup: s3_plan(backup)?,
-            }))
+            })))
         }
     }
 }

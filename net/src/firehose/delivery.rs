@@ -17,11 +17,13 @@ use std::time::Duration;
 use millrace_core::{Engine, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, StartPosition};
 
 use super::compress::compress;
-use super::config::{self, HttpPlan, Plan, S3Plan};
+use super::config::{self, HttpPlan, LambdaPlan, Plan, S3Plan};
 use super::errors::{Detail, ErrorOutputType, ErrorRecord};
 use super::http::{CallError, Target};
 use super::http_endpoint;
+use super::invoke::{self, Invoked, LambdaEndpoint};
 use super::key;
+use super::lambda;
 use super::prefix::Values;
 use super::sink::{Object, Sink};
 use super::spec::Spec;
@@ -118,6 +120,7 @@ pub struct Deliveries {
     sink: Arc<Sink>,
     runtime: tokio::runtime::Handle,
     region: String,
+    lambda: Option<Arc<LambdaEndpoint>>,
     workers: Mutex<HashMap<String, Worker>>,
 }
 
@@ -127,19 +130,31 @@ impl Deliveries {
         sink: Arc<Sink>,
         runtime: tokio::runtime::Handle,
         region: String,
+        lambda: Option<LambdaEndpoint>,
     ) -> Deliveries {
-        Deliveries { engine, sink, runtime, region, workers: Mutex::new(HashMap::new()) }
+        let lambda = lambda.map(Arc::new);
+        Deliveries { engine, sink, runtime, region, lambda, workers: Mutex::new(HashMap::new()) }
     }
 
     pub fn sink(&self) -> &Sink {
         &self.sink
     }
 
+    pub fn lambda(&self) -> Option<&LambdaEndpoint> {
+        self.lambda.as_deref()
+    }
+
     /// Starts the worker of a delivery stream (again, after a restart: it resumes at its cursor).
     pub fn start(&self, name: &str) {
         let state = WorkerState::new();
-        let worker =
-            run(self.engine.clone(), self.sink.clone(), name.to_owned(), self.region.clone(), state.clone());
+        let worker = run(
+            self.engine.clone(),
+            self.sink.clone(),
+            self.lambda.clone(),
+            name.to_owned(),
+            self.region.clone(),
+            state.clone(),
+        );
         let task = self.runtime.spawn(worker);
         let old = self.workers.lock().expect("not poisoned").insert(name.to_owned(), Worker { state, task });
         if let Some(old) = old {
@@ -245,7 +260,14 @@ fn load(engine: &Engine, key: &ResourceKey, region: &str) -> Result<(Spec, Loade
     Ok((spec, Loaded { plan, version, arn }))
 }
 
-async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, state: Arc<WorkerState>) {
+async fn run(
+    engine: Engine,
+    sink: Arc<Sink>,
+    lambda_endpoint: Option<Arc<LambdaEndpoint>>,
+    name: String,
+    region: String,
+    state: Arc<WorkerState>,
+) {
     let key = ResourceKey::new(ResourceKind::DeliveryStream, name.clone());
     let (spec, mut loaded) = match load(&engine, &key, &region) {
         Ok(loaded) => loaded,
@@ -265,6 +287,9 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, stat
     let mut random = SplitMix::seeded();
     let mut buffer: Vec<Pending> = Vec::new();
     let mut buffered_bytes = 0usize;
+    // With a Lambda processor, records wait here for their invocation first.
+    let mut staged: Vec<Pending> = Vec::new();
+    let mut staged_bytes = 0usize;
     let clock = engine.clock();
     loop {
         if state.stopping() {
@@ -280,7 +305,12 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, stat
         let mut read_any = false;
         let mut waits = Vec::new();
         let mut index = 0;
-        while index < sources.len() && buffered_bytes < loaded.plan.size_bytes() {
+        let lambda = loaded.plan.processors().lambda.clone();
+        let staged_limit = lambda.as_ref().map_or(usize::MAX, |lambda| lambda.buffer_bytes);
+        while index < sources.len()
+            && buffered_bytes < loaded.plan.size_bytes()
+            && staged_bytes < staged_limit
+        {
             let Some(from) = sources[index].from else {
                 index += 1;
                 continue;
@@ -298,13 +328,19 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, stat
                     }
                     for record in read.records {
                         read_any = true;
-                        buffered_bytes += record.data.len();
-                        buffer.push(Pending {
+                        let pending = Pending {
                             source: index,
                             sequence: record.sequence,
                             arrival_ms: record.arrival_ms,
                             data: record.data,
-                        });
+                        };
+                        if lambda.is_some() {
+                            staged_bytes += pending.data.len();
+                            staged.push(pending);
+                        } else {
+                            buffered_bytes += pending.data.len();
+                            buffer.push(pending);
+                        }
                     }
                     sources[index].from = read.next;
                     if read.next.is_none() {
@@ -335,6 +371,35 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, stat
             }
             index += 1;
         }
+        // Invocations by size, then by age; their results join the destination's buffer.
+        if let Some(lambda) = &lambda {
+            loop {
+                let due = staged
+                    .first()
+                    .is_some_and(|first| clock.now_ms() - first.arrival_ms >= lambda.interval_ms);
+                if staged.is_empty() || !(staged_bytes >= lambda.buffer_bytes || due) {
+                    break;
+                }
+                let (mut count, mut bytes) = (0, 0);
+                while count < staged.len()
+                    && (count == 0 || bytes + staged[count].data.len() <= lambda.buffer_bytes)
+                {
+                    bytes += staged[count].data.len();
+                    count += 1;
+                }
+                let batch: Vec<Pending> = staged.drain(..count).collect();
+                staged_bytes -= bytes;
+                let endpoint = lambda_endpoint.as_deref();
+                let transformed =
+                    transform(&engine, &sink, endpoint, &name, &state, &loaded, lambda, batch, &mut random)
+                        .await;
+                let Some(outputs) = transformed else { return };
+                for output in outputs {
+                    buffered_bytes += output.data.len();
+                    buffer.push(output);
+                }
+            }
+        }
         // Objects by size first, then by age.
         while (buffered_bytes >= loaded.plan.size_bytes() || buffer.len() >= loaded.plan.max_records())
             && !buffer.is_empty()
@@ -358,13 +423,14 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, stat
         let now = clock.now_ms();
         if let Some(first) = buffer.first() {
             if now - first.arrival_ms >= loaded.plan.interval_ms() {
-                let count = buffer.len();
+                let count = buffer.len().min(loaded.plan.max_records());
+                let bytes: usize = buffer[..count].iter().map(|record| record.data.len()).sum();
                 if !deliver(&engine, &sink, &name, &state, &loaded, &sources, &mut buffer, count, &mut random)
                     .await
                 {
                     return;
                 }
-                buffered_bytes = 0;
+                buffered_bytes -= bytes;
                 continue;
             }
         }
@@ -372,7 +438,16 @@ async fn run(engine: Engine, sink: Arc<Sink>, name: String, region: String, stat
             continue;
         }
         // Nothing new: wait for a commit, a change, or the buffer's deadline.
-        let deadline = buffer.first().map(|first| first.arrival_ms + loaded.plan.interval_ms() - now);
+        let deadline = [
+            buffer.first().map(|first| first.arrival_ms + loaded.plan.interval_ms() - now),
+            staged
+                .first()
+                .zip(lambda.as_ref())
+                .map(|(first, lambda)| first.arrival_ms + lambda.interval_ms - now),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let wait = Duration::from_millis(deadline.map_or(1_000, |left| left.clamp(1, 1_000)) as u64);
         let notified = state.wake.notified();
         match waits.as_slice() {
@@ -650,6 +725,138 @@ async fn deliver(
     }
     buffer.drain(..count);
     true
+}
+
+/// Runs a Lambda transformation on a batch, retrying failed invocations `NumberOfRetries`
+/// times; records the function marks ProcessingFailed, and every record of a batch that
+/// failed, are written as error records under `processing-failed` (durably, before their
+/// cursor can move). Returns the transformed records, in order, carrying their sources'
+/// positions; `None` if the worker stopped.
+#[allow(clippy::too_many_arguments)]
+async fn transform(
+    engine: &Engine,
+    sink: &Sink,
+    endpoint: Option<&LambdaEndpoint>,
+    name: &str,
+    state: &WorkerState,
+    loaded: &Loaded,
+    plan: &LambdaPlan,
+    batch: Vec<Pending>,
+    random: &mut SplitMix,
+) -> Option<Vec<Pending>> {
+    let Some(endpoint) = endpoint else {
+        // The stream was created by a server with a Lambda endpoint; this one has none. The
+        // records stay in the log until it is started with MILLRACE_LAMBDA_ENDPOINT again.
+        eprintln!(
+            "millrace: firehose {name}: its Lambda processor needs MILLRACE_LAMBDA_ENDPOINT; delivery waits"
+        );
+        while !state.stopping() {
+            sleep_or_stop(state, Duration::from_secs(60)).await;
+        }
+        return None;
+    };
+    let ids: Vec<String> = batch.iter().map(|record| record.sequence.to_string()).collect();
+    let records: Vec<lambda::EventRecord<'_>> = batch
+        .iter()
+        .zip(&ids)
+        .map(|(record, id)| lambda::EventRecord {
+            record_id: id,
+            arrival_ms: record.arrival_ms,
+            data: &record.data,
+        })
+        .collect();
+    let invocation_id = key::uuid_v4(random.bytes());
+    let region = loaded.arn.split(':').nth(3).unwrap_or("us-east-1");
+    let event = lambda::Event {
+        invocation_id: &invocation_id,
+        delivery_stream_arn: &loaded.arn,
+        region,
+        records: &records,
+    }
+    .to_json();
+    let sent: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut attempts = 0u32;
+    let decoded = loop {
+        attempts += 1;
+        match invoke::invoke(endpoint, plan, event.clone()).await {
+            Invoked::Answer(body) => {
+                break lambda::decode_response(&body, &sent)
+                    .map_err(|failure| (failure.code.to_owned(), failure.message, ""));
+            }
+            Invoked::Failed { code, message } => {
+                if attempts > plan.retries {
+                    break Err((code, message, plan.arn.as_str()));
+                }
+                if attempts <= 3 || attempts.is_power_of_two() {
+                    eprintln!(
+                        "millrace: firehose {name}: invoking {} (attempt {attempts}): {code}: {message}",
+                        plan.arn
+                    );
+                }
+                let jitter = 0.85 + (random.next() % 300) as f64 / 1000.0;
+                sleep_or_stop(
+                    state,
+                    http_endpoint::backoff(attempts - 1, jitter).min(Duration::from_secs(30)),
+                )
+                .await;
+                if state.stopping() {
+                    return None;
+                }
+            }
+        }
+    };
+    let ended_ms = engine.now_ms();
+    let mut outputs = Vec::with_capacity(batch.len());
+    let mut failed: Vec<(Pending, String, String, &str)> = Vec::new();
+    match decoded {
+        Ok(outcomes) => {
+            for (record, outcome) in batch.into_iter().zip(outcomes) {
+                match outcome {
+                    lambda::Outcome::Ok { data, .. } => outputs.push(Pending { data, ..record }),
+                    lambda::Outcome::Dropped => {}
+                    lambda::Outcome::ProcessingFailed => failed.push((
+                        record,
+                        "Lambda.ProcessingFailed".to_owned(),
+                        "The Lambda function returned the record with result ProcessingFailed.".to_owned(),
+                        plan.arn.as_str(),
+                    )),
+                }
+            }
+        }
+        Err((code, message, arn)) => {
+            failed.extend(batch.into_iter().map(|record| (record, code.clone(), message.clone(), arn)));
+        }
+    }
+    if !failed.is_empty() {
+        let mut lines = Vec::new();
+        for (record, code, message, arn) in &failed {
+            lines.extend(
+                ErrorRecord {
+                    attempts_made: attempts,
+                    arrival_ms: record.arrival_ms,
+                    error_code: code,
+                    error_message: message,
+                    attempt_ending_ms: ended_ms,
+                    raw_data: &record.data,
+                    detail: Detail::Processing { lambda_arn: arn },
+                }
+                .to_json_line(),
+            );
+        }
+        let errors = match &loaded.plan {
+            Plan::S3(plan) => plan,
+            Plan::Http(plan) => &plan.backup,
+        };
+        let oldest = failed.iter().map(|(record, ..)| record.arrival_ms).min().unwrap_or(ended_ms);
+        let error_type = Some(ErrorOutputType::ProcessingFailed.as_str());
+        let key = object_key(name, errors, loaded.version, oldest, error_type, random);
+        let failures = &state.metrics.delivery_to_s3_failures;
+        if !put_retrying(sink, name, state, errors, &key, &lines, random, failures).await {
+            return None;
+        }
+        eprintln!("millrace: firehose {name}: {} records went to s3://{}/{key}", failed.len(), errors.bucket);
+    }
+    Some(outputs)
 }
 
 enum HttpOutcome {

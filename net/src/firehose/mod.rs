@@ -20,6 +20,7 @@ pub mod error;
 pub mod errors;
 pub mod http;
 pub mod http_endpoint;
+pub mod invoke;
 pub mod key;
 pub mod lambda;
 pub mod prefix;

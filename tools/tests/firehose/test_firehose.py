@@ -83,15 +83,72 @@ def firehose_server(data_dir=None, s3=True):
     return Server(data_dir=data_dir, extra_args=extra).start()
 
 
+class LambdaApi:
+    """A local server of Lambda's Invoke API (`POST /2015-03-31/functions/NAME/invocations`),
+    running three functions: `upper` (upper-cases; drops records containing "drop", fails
+    those containing "fail"), `broken` (a function error every time) and `forgetful` (leaves
+    out the first record id)."""
+
+    def __init__(self):
+        self.events = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                found = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", self.path)
+                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                api.events.append((found.group(1) if found else None, dict(self.headers), event))
+                headers, status = {}, 200
+                if not found:
+                    status, answer = 404, {"Type": "User", "message": "Function not found"}
+                elif found.group(1) == "broken":
+                    headers["X-Amz-Function-Error"] = "Unhandled"
+                    answer = {"errorMessage": "boom", "errorType": "Error"}
+                else:
+                    results = []
+                    for record in event["records"]:
+                        data = base64.b64decode(record["data"])
+                        result = "Dropped" if b"drop" in data else "ProcessingFailed" if b"fail" in data else "Ok"
+                        results.append({"recordId": record["recordId"], "result": result,
+                                        "data": base64.b64encode(data.upper()).decode()})
+                    if found.group(1) == "forgetful":
+                        results = results[1:]
+                    answer = {"records": results}
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+LAMBDA = None
+
+
 def setUpModule():
-    global MOTO, SERVER
+    global MOTO, SERVER, LAMBDA
     MOTO = Moto()
+    LAMBDA = LambdaApi()
+    os.environ["MILLRACE_LAMBDA_ENDPOINT"] = LAMBDA.url
     SERVER = firehose_server()
 
 
 def tearDownModule():
     SERVER.close()
     MOTO.close()
+    LAMBDA.close()
 
 
 def s3_destination(bucket, **extra):
@@ -483,6 +540,82 @@ class Delivery(Base):
                                  "RoleARN": ROLE},
                              ExtendedS3DestinationConfiguration=s3_destination(bucket))
         self.assertEqual(code, "InvalidArgumentException")
+
+
+def lambda_processor(function, **parameters):
+    values = {"LambdaArn": f"arn:aws:lambda:us-east-1:123456789012:function:{function}",
+              "BufferSizeInMBs": "1", "BufferIntervalInSeconds": "1"}
+    values.update(parameters)
+    return {"Enabled": True, "Processors": [{
+        "Type": "Lambda",
+        "Parameters": [{"ParameterName": key, "ParameterValue": value} for key, value in values.items()]}]}
+
+
+class Transformation(Base):
+    def test_records_transformed_dropped_and_failed_as_the_function_says(self):
+        bucket = self.bucket("lambda-bucket")
+        processing = lambda_processor("upper")
+        processing["Processors"].append({"Type": "AppendDelimiterToRecord", "Parameters": []})
+        self.create("transformed", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
+                    ErrorOutputPrefix="errors/!{firehose:error-output-type}/", ProcessingConfiguration=processing)
+        before = int(time.time() * 1000)
+        self.firehose.put_record_batch(DeliveryStreamName="transformed", Records=[
+            {"Data": b"a"}, {"Data": b"drop me"}, {"Data": b"fail me"}, {"Data": b"b"}])
+        keys = wait_for(lambda: len(self.objects(bucket)) >= 2 and self.objects(bucket), timeout=30)
+        [failed_key] = [key for key in keys if key.startswith("errors/")]
+        [object_key] = [key for key in keys if not key.startswith("errors/")]
+        self.assertEqual(self.read(bucket, object_key)[0], b"A\nB\n")
+        self.assertRegex(failed_key, r"^errors/processing-failed/transformed" + SUFFIX + "$")
+        [line] = self.read(bucket, failed_key)[0].splitlines()
+        record = json.loads(line)
+        self.assertEqual(list(record), ["attemptsMade", "arrivalTimestamp", "errorCode", "errorMessage",
+                                        "attemptEndingTimestamp", "rawData", "lambdaArn"])
+        self.assertEqual(base64.b64decode(record["rawData"]), b"fail me", "the original data")
+        self.assertEqual(record["lambdaArn"], "arn:aws:lambda:us-east-1:123456789012:function:upper")
+        self.assertEqual(record["attemptsMade"], 1)
+        [(function, headers, event)] = [e for e in LAMBDA.events if e[2].get("deliveryStreamArn", "").endswith("/transformed")]
+        self.assertEqual(function, "upper")
+        self.assertEqual(headers["X-Amz-Invocation-Type"], "RequestResponse")
+        self.assertEqual(list(event), ["invocationId", "deliveryStreamArn", "region", "records"])
+        self.assertEqual(event["region"], "us-east-1")
+        self.assertEqual(len({r["recordId"] for r in event["records"]}), 4)
+        for sent in event["records"]:
+            self.assertGreaterEqual(sent["approximateArrivalTimestamp"], before)
+        self.assertEqual([base64.b64decode(r["data"]) for r in event["records"]],
+                         [b"a", b"drop me", b"fail me", b"b"])
+
+    def test_function_errors_are_retried_then_processing_failed(self):
+        bucket = self.bucket("lambda-broken")
+        self.create("broken-fn", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
+                    ProcessingConfiguration=lambda_processor("broken", NumberOfRetries="1"))
+        self.firehose.put_record(DeliveryStreamName="broken-fn", Record={"Data": b"payload"})
+        [key] = wait_for(lambda: self.objects(bucket), timeout=30)
+        self.assertRegex(key, r"^processing-failed/\d{4}/\d{2}/\d{2}/\d{2}/broken-fn" + SUFFIX + "$",
+                         "no ErrorOutputPrefix: <Prefix><error-output-type>/YYYY/MM/DD/HH/")
+        record = json.loads(self.read(bucket, key)[0])
+        self.assertEqual((record["attemptsMade"], record["errorCode"]), (2, "Lambda.FunctionError"))
+        self.assertTrue(record["errorMessage"].startswith(
+            "The Lambda function was successfully invoked but it returned an error result."))
+
+    def test_a_missing_record_id_fails_the_batch(self):
+        bucket = self.bucket("lambda-forgetful")
+        self.create("forgetful-fn", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
+                    ProcessingConfiguration=lambda_processor("forgetful"))
+        self.firehose.put_record_batch(DeliveryStreamName="forgetful-fn",
+                                       Records=[{"Data": b"one"}, {"Data": b"two"}])
+        [key] = wait_for(lambda: self.objects(bucket), timeout=30)
+        lines = [json.loads(line) for line in self.read(bucket, key)[0].splitlines()]
+        self.assertEqual([base64.b64decode(r["rawData"]) for r in lines], [b"one", b"two"])
+        self.assertEqual({(r["errorCode"], r["lambdaArn"]) for r in lines}, {("Lambda.MissingRecordId", "")})
+
+    def test_a_bad_lambda_arn_is_refused(self):
+        code, message = self.error(
+            self.firehose.create_delivery_stream, DeliveryStreamName="bad-lambda",
+            ExtendedS3DestinationConfiguration=s3_destination("b-1", ProcessingConfiguration={
+                "Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+                    {"ParameterName": "LambdaArn", "ParameterValue": "not-an-arn"}]}]}))
+        self.assertEqual(code, "InvalidArgumentException")
+        self.assertIn("not a Lambda function ARN", message)
 
 
 class Receiver:
