@@ -653,10 +653,12 @@ pub struct HttpPlan {
     pub backup: S3Plan,
 }
 
+/// One per worker: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Plan {
     S3(S3Plan),
-    Http(Box<HttpPlan>),
+    Http(HttpPlan),
 }
 
 impl Plan {
@@ -717,7 +719,7 @@ pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
             };
             let retry = config.structure_opt("RetryOptions")?.ok_or_else(|| invalid("no RetryOptions"))?;
             let backup = config.member("S3Configuration").ok_or_else(|| invalid("no S3Configuration"))?;
-            Ok(Plan::Http(Box::new(HttpPlan {
+            Ok(Plan::Http(HttpPlan {
                 url: endpoint.str_req("Url")?.to_owned(),
                 access_key: endpoint.str_opt("AccessKey")?.map(str::to_owned),
                 common_attributes,
@@ -728,7 +730,7 @@ pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
                 all_data_backup: config.str_opt("S3BackupMode")? == Some("AllData"),
                 processors,
                 backup: s3_plan(backup)?,
-            })))
+            }))
         }
     }
 }
