@@ -155,7 +155,19 @@ pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Resu
     let mut merged = stored.stored.clone();
     match kind {
         DestinationKind::S3 => {
+            let enabled = |value: &Value| {
+                value.get("DynamicPartitioningConfiguration").and_then(|section| section.get("Enabled"))
+                    == Some(&Value::Bool(true))
+            };
+            let before = enabled(&stored.stored);
             merge(&mut merged, update.value);
+            if enabled(&merged) != before {
+                return Err(invalid(if before {
+                    "Dynamic partitioning cannot be disabled once it is enabled"
+                } else {
+                    "Dynamic partitioning can only be enabled when the delivery stream is created"
+                }));
+            }
             extended_s3(Request::new(Protocol::Json, &merged), &base)
                 .map(|stored| Destination { kind, stored })
         }
@@ -242,9 +254,17 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
     }
     let prefix = config.str_opt("Prefix")?;
     let error_prefix = config.str_opt("ErrorOutputPrefix")?;
-    prefix::check_pair(prefix, error_prefix).map_err(|error| invalid(error.to_string()))?;
-
-    let hints = hints(config, base, SIZE_MB_MAX)?;
+    let (template, _) =
+        prefix::check_pair(prefix, error_prefix).map_err(|error| invalid(error.to_string()))?;
+    let dynamic = match config.structure_opt("DynamicPartitioningConfiguration")? {
+        Some(section) => section.bool_opt("Enabled")?.unwrap_or(false),
+        None => false,
+    };
+    let hints = if dynamic && !config.has("BufferingHints") {
+        (DYNAMIC_SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT)
+    } else {
+        hints(config, base, SIZE_MB_MAX)?
+    };
     let compression = Compression::parse(
         config.str_opt("CompressionFormat")?.unwrap_or("UNCOMPRESSED"),
         &field(base, "CompressionFormat"),
@@ -258,13 +278,14 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         Some(value @ Value::Map(_)) => value.clone(),
         _ => Value::map().with("Enabled", false),
     };
-    let processing = match config.structure_opt("ProcessingConfiguration")? {
-        None => None,
+    let (processing, parsed) = match config.structure_opt("ProcessingConfiguration")? {
+        None => (None, Processors::default()),
         Some(processing) => {
-            processors(processing, &format!("{base}.processingConfiguration"))?;
-            Some(processing.value.clone())
+            let parsed = processors(processing, &format!("{base}.processingConfiguration"))?;
+            (Some(processing.value.clone()), parsed)
         }
     };
+    check_partitioning(dynamic, &template, error_prefix, hints, &parsed)?;
     let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("Disabled");
     match backup_mode {
         "Disabled" => {}
@@ -281,10 +302,7 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
             ))
         }
     }
-    for (member, what) in [
-        ("DataFormatConversionConfiguration", "record format conversion"),
-        ("DynamicPartitioningConfiguration", "dynamic partitioning"),
-    ] {
+    for (member, what) in [("DataFormatConversionConfiguration", "record format conversion")] {
         if let Some(section) = config.structure_opt(member)? {
             if section.bool_opt("Enabled")?.unwrap_or(false) {
                 return Err(invalid(format!("{what} ({member}) is not supported by this server yet")));
@@ -354,6 +372,70 @@ fn hints(config: Request<'_>, base: &str, size_max: i64) -> Result<(i64, i64), A
         ));
     }
     Ok((size, interval))
+}
+
+/// `SizeInMBs` with dynamic partitioning: default and minimum; the interval's minimum.
+pub const DYNAMIC_SIZE_MB_DEFAULT: i64 = 128;
+pub const DYNAMIC_SIZE_MB_MIN: i64 = 64;
+pub const DYNAMIC_INTERVAL_S_MIN: i64 = 60;
+
+/// AWS's create-time rules for dynamic partitioning (`net/FIREHOSE-NOTES.md` §1.6).
+fn check_partitioning(
+    dynamic: bool,
+    prefix: &Template,
+    error_prefix: Option<&str>,
+    (size, interval): (i64, i64),
+    processors: &Processors,
+) -> Result<(), ApiError> {
+    let query_keys: Vec<&str> = prefix.query_keys().collect();
+    let uses_keys = !query_keys.is_empty() || prefix.uses_lambda_keys();
+    if !dynamic {
+        if uses_keys {
+            return Err(invalid(
+                "Dynamic Partitioning namespaces (partitionKeyFromQuery, partitionKeyFromLambda) can only be used \
+                 in the S3 Prefix when Dynamic Partitioning is enabled",
+            ));
+        }
+        return Ok(());
+    }
+    if processors.lambda.is_none() && processors.metadata_query.is_none() {
+        return Err(invalid("Processing Configuration is not enabled when DataPartitioning is enabled"));
+    }
+    if !uses_keys {
+        return Err(invalid(
+            "S3 Prefix should contain Dynamic Partitioning namespaces when Dynamic Partitioning is enabled",
+        ));
+    }
+    if prefix.uses_lambda_keys() && processors.lambda.is_none() {
+        return Err(invalid(
+            "Lambda should be present when S3 Prefix contains keys from partitionKeyFromLambda namespace",
+        ));
+    }
+    if let Some(query) = &processors.metadata_query {
+        if let Some(defined) = super::partition::top_level_keys(query) {
+            if let Some(missing) = query_keys.iter().find(|key| !defined.iter().any(|name| name == *key)) {
+                return Err(invalid(format!(
+                    "partitionKeyFromQuery:{missing} in the S3 Prefix is not a key of the MetadataExtractionQuery"
+                )));
+            }
+        }
+    } else if !query_keys.is_empty() {
+        return Err(invalid("MetadataExtraction processor should be present when S3 Prefix has partitionKeyFromQuery namespace"));
+    }
+    if error_prefix.is_none_or(str::is_empty) {
+        return Err(invalid("ErrorOutputPrefix is required when Dynamic Partitioning is enabled"));
+    }
+    if size < DYNAMIC_SIZE_MB_MIN {
+        return Err(invalid(
+            "BufferingHints.SizeInMBs must be at least 64 when Dynamic Partitioning is enabled.",
+        ));
+    }
+    if interval < DYNAMIC_INTERVAL_S_MIN {
+        return Err(invalid(
+            "BufferingHints.IntervalInSeconds must be at least 60 seconds when Dynamic Partitioning is enabled.",
+        ));
+    }
+    Ok(())
 }
 
 /// `HttpEndpointBufferingHints.SizeInMBs` at most.
@@ -490,6 +572,8 @@ pub struct Processors {
     pub deaggregate: bool,
     /// `Lambda`: the transformation, invoked through the Lambda Invoke API.
     pub lambda: Option<LambdaPlan>,
+    /// `MetadataExtraction`: the jq query of dynamic partitioning's keys.
+    pub metadata_query: Option<String>,
 }
 
 /// A `Lambda` processor's parameters.
@@ -583,7 +667,23 @@ fn processors(processing: Request<'_>, base: &str) -> Result<Processors, ApiErro
                 let lookup = |name: &str| param(name).map(str::to_owned);
                 out.lambda = Some(lambda_plan(arn, &lookup, &at)?);
             }
-            "MetadataExtraction" | "Decompression" | "CloudWatchLogProcessing" => {
+            "MetadataExtraction" => {
+                let at = format!("{base}.processors.{}", index + 1);
+                let query = param("MetadataExtractionQuery").ok_or_else(|| {
+                    invalid(format!("the MetadataExtraction processor at {at} needs its MetadataExtractionQuery parameter"))
+                })?;
+                match param("JsonParsingEngine").unwrap_or("JQ-1.6") {
+                    "JQ-1.6" => {}
+                    other => {
+                        return Err(invalid(format!(
+                            "JsonParsingEngine {other} at {at}: the supported engine is JQ-1.6"
+                        )))
+                    }
+                }
+                super::partition::check(query).map_err(invalid)?;
+                out.metadata_query = Some(query.to_owned());
+            }
+            "Decompression" | "CloudWatchLogProcessing" => {
                 return Err(invalid(format!("the {kind} processor is not supported by this server yet")));
             }
             _ => {
@@ -635,6 +735,8 @@ pub struct S3Plan {
     pub processors: Processors,
     /// `KMSEncryptionConfig.AWSKMSKeyARN`, sent to an S3 endpoint as SSE-KMS.
     pub kms_key: Option<String>,
+    /// Dynamic partitioning: one buffer per distinct set of partition keys.
+    pub dynamic: bool,
 }
 
 /// What the delivery worker needs of an HTTP endpoint.
@@ -766,6 +868,10 @@ fn s3_plan(description: &Value) -> Result<S3Plan, ApiError> {
         compression,
         processors,
         kms_key,
+        dynamic: config
+            .structure_opt("DynamicPartitioningConfiguration")?
+            .and_then(|section| section.bool_opt("Enabled").ok().flatten())
+            .unwrap_or(false),
     })
 }
 

@@ -9,7 +9,7 @@
 //! object's records (at most `SizeInMBs`), and loses none: every acknowledged record is in
 //! the log until the cursor has passed it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use super::http_endpoint;
 use super::invoke::{self, Invoked, LambdaEndpoint};
 use super::key;
 use super::lambda;
+use super::partition::{Extractor, Keys};
 use super::prefix::Values;
 use super::sink::{Object, Sink};
 use super::spec::Spec;
@@ -208,6 +209,8 @@ struct Pending {
     sequence: SequenceNumber,
     arrival_ms: i64,
     data: Vec<u8>,
+    /// `metadata.partitionKeys` the Lambda function gave it.
+    lambda_keys: Keys,
 }
 
 /// A small generator for object names (UUIDs and random strings need no cryptographic
@@ -260,6 +263,59 @@ fn load(engine: &Engine, key: &ResourceKey, region: &str) -> Result<(Spec, Loade
     Ok((spec, Loaded { plan, version, arn }))
 }
 
+/// The partition of a record: its keys from the query and from the Lambda function (both
+/// empty without dynamic partitioning: one partition).
+type PartitionKeys = (Keys, Keys);
+
+#[derive(Default)]
+struct Partition {
+    records: Vec<Pending>,
+    bytes: usize,
+}
+
+/// The most partitions with records buffered at once (AWS's default quota).
+pub const ACTIVE_PARTITIONS_MAX: usize = 500;
+
+/// What is read and not yet delivered, per source, in order: a cursor moves past a record
+/// only once it and everything before it were delivered (or dropped, or written as an error).
+#[derive(Default)]
+struct Ledger {
+    sources: Vec<VecDeque<(SequenceNumber, bool)>>,
+}
+
+impl Ledger {
+    fn track(&mut self, source: usize, sequence: SequenceNumber) {
+        if self.sources.len() <= source {
+            self.sources.resize_with(source + 1, VecDeque::new);
+        }
+        self.sources[source].push_back((sequence, false));
+    }
+
+    fn done(&mut self, source: usize, sequence: SequenceNumber) {
+        let Some(queue) = self.sources.get_mut(source) else { return };
+        if let Ok(at) = queue.binary_search_by(|(seq, _)| seq.cmp(&sequence)) {
+            queue[at].1 = true;
+        }
+    }
+
+    /// Advances every source past its delivered prefix and saves the new cursors.
+    async fn commit(&mut self, engine: &Engine, name: &str, sources: &[Source]) {
+        for (index, queue) in self.sources.iter_mut().enumerate() {
+            let mut last = None;
+            while queue.front().is_some_and(|(_, done)| *done) {
+                last = queue.pop_front().map(|(sequence, _)| sequence);
+            }
+            let (Some(sequence), Some(source)) = (last, sources.get(index)) else { continue };
+            if let Err(error) = engine.checkpoint(&source.key, &source.owner, source.shard, sequence).await {
+                // Delivered; these records will be delivered again after a restart.
+                eprintln!(
+                    "millrace: firehose {name}: cursor not saved ({error}); a restart may deliver again"
+                );
+            }
+        }
+    }
+}
+
 async fn run(
     engine: Engine,
     sink: Arc<Sink>,
@@ -283,9 +339,17 @@ async fn run(
             return;
         }
     };
+    let mut extractor = match start_extractor(&loaded, &name) {
+        Ok(extractor) => extractor,
+        Err(error) => {
+            eprintln!("millrace: firehose {name}: cannot start delivery: {error}");
+            return;
+        }
+    };
     state.set(Status::Active);
     let mut random = SplitMix::seeded();
-    let mut buffer: Vec<Pending> = Vec::new();
+    let mut ledger = Ledger::default();
+    let mut partitions: BTreeMap<PartitionKeys, Partition> = BTreeMap::new();
     let mut buffered_bytes = 0usize;
     // With a Lambda processor, records wait here for their invocation first.
     let mut staged: Vec<Pending> = Vec::new();
@@ -297,29 +361,35 @@ async fn run(
         }
         if state.reload.swap(false, Ordering::SeqCst) {
             match load(&engine, &key, &region) {
-                Ok((_, fresh)) => loaded = fresh,
+                Ok((_, fresh)) => {
+                    loaded = fresh;
+                    match start_extractor(&loaded, &name) {
+                        Ok(fresh) => extractor = fresh,
+                        Err(error) => eprintln!("millrace: firehose {name}: keeping the old query: {error}"),
+                    }
+                }
                 Err(error) => eprintln!("millrace: firehose {name}: keeping the old configuration: {error}"),
             }
         }
-        // Read what is new, as long as the buffer is below its size hint.
+        let lambda = loaded.plan.processors().lambda.clone();
+        // Read what is new while the buffers are below their hints (with partitions, below
+        // a bound on memory).
+        let read_limit = if extractor.is_some() { PARTITIONED_BUFFER_MAX } else { loaded.plan.size_bytes() };
+        let staged_limit = lambda.as_ref().map_or(usize::MAX, |lambda| lambda.buffer_bytes);
         let mut read_any = false;
         let mut waits = Vec::new();
+        let mut incoming: Vec<Pending> = Vec::new();
         let mut index = 0;
-        let lambda = loaded.plan.processors().lambda.clone();
-        let staged_limit = lambda.as_ref().map_or(usize::MAX, |lambda| lambda.buffer_bytes);
-        while index < sources.len()
-            && buffered_bytes < loaded.plan.size_bytes()
-            && staged_bytes < staged_limit
-        {
+        while index < sources.len() && buffered_bytes < read_limit && staged_bytes < staged_limit {
             let Some(from) = sources[index].from else {
                 index += 1;
                 continue;
             };
-            let source = &sources[index];
-            let signal = engine.commit_signal(&source.key, source.shard).ok();
+            let (source_key, shard) = (sources[index].key.clone(), sources[index].shard);
+            let signal = engine.commit_signal(&source_key, shard).ok();
             let generation = signal.as_ref().map(|signal| signal.generation());
             let limits = ReadLimits { max_records: 10_000, max_bytes: 4 << 20 };
-            match engine.read(&source.key, source.shard, from, limits).await {
+            match engine.read(&source_key, shard, from, limits).await {
                 Ok(read) => {
                     if read.records.is_empty() {
                         if let (Some(signal), Some(generation)) = (signal, generation) {
@@ -328,50 +398,44 @@ async fn run(
                     }
                     for record in read.records {
                         read_any = true;
+                        ledger.track(index, record.sequence);
                         let pending = Pending {
                             source: index,
                             sequence: record.sequence,
                             arrival_ms: record.arrival_ms,
                             data: record.data,
+                            lambda_keys: Vec::new(),
                         };
                         if lambda.is_some() {
                             staged_bytes += pending.data.len();
                             staged.push(pending);
                         } else {
                             buffered_bytes += pending.data.len();
-                            buffer.push(pending);
+                            incoming.push(pending);
                         }
                     }
                     sources[index].from = read.next;
                     if read.next.is_none() {
                         // A closed shard, read to its end: its children take over.
                         for child in read.child_shards {
-                            if !sources
-                                .iter()
-                                .any(|other| other.key == sources[index].key && other.shard == child)
-                            {
-                                let (key, owner) = (sources[index].key.clone(), sources[index].owner.clone());
-                                let from = engine.resolve(&key, child, StartPosition::TrimHorizon).await.ok();
-                                sources.push(Source { key, shard: child, owner, from });
+                            if !sources.iter().any(|other| other.key == source_key && other.shard == child) {
+                                let owner = sources[index].owner.clone();
+                                let from =
+                                    engine.resolve(&source_key, child, StartPosition::TrimHorizon).await.ok();
+                                sources.push(Source { key: source_key.clone(), shard: child, owner, from });
                             }
                         }
                     }
                 }
-                Err(error) if state.stopping() => {
-                    let _ = error;
-                    return;
-                }
+                Err(_) if state.stopping() => return,
                 Err(error) => {
-                    eprintln!(
-                        "millrace: firehose {name}: reading {}/{}: {error}",
-                        source.key.name, source.shard
-                    );
+                    eprintln!("millrace: firehose {name}: reading {}/{shard}: {error}", source_key.name);
                     sleep_or_stop(&state, Duration::from_secs(1)).await;
                 }
             }
             index += 1;
         }
-        // Invocations by size, then by age; their results join the destination's buffer.
+        // Invocations by size, then by age; their results join the destination's buffers.
         if let Some(lambda) = &lambda {
             loop {
                 let due = staged
@@ -390,64 +454,105 @@ async fn run(
                 let batch: Vec<Pending> = staged.drain(..count).collect();
                 staged_bytes -= bytes;
                 let endpoint = lambda_endpoint.as_deref();
-                let transformed =
-                    transform(&engine, &sink, endpoint, &name, &state, &loaded, lambda, batch, &mut random)
-                        .await;
+                let transformed = transform(
+                    &engine,
+                    &sink,
+                    endpoint,
+                    &name,
+                    &state,
+                    &loaded,
+                    lambda,
+                    batch,
+                    &mut ledger,
+                    &mut random,
+                )
+                .await;
                 let Some(outputs) = transformed else { return };
                 for output in outputs {
                     buffered_bytes += output.data.len();
-                    buffer.push(output);
+                    incoming.push(output);
                 }
             }
         }
-        // Objects by size first, then by age.
-        while (buffered_bytes >= loaded.plan.size_bytes() || buffer.len() >= loaded.plan.max_records())
-            && !buffer.is_empty()
-        {
-            let mut count = 0;
-            let mut bytes = 0;
-            while count < buffer.len()
-                && bytes < loaded.plan.size_bytes()
-                && count < loaded.plan.max_records()
-            {
-                bytes += buffer[count].data.len();
-                count += 1;
+        // Each record to its partition.
+        if !incoming.is_empty() {
+            let placed = partition(
+                &engine,
+                &sink,
+                &name,
+                &state,
+                &loaded,
+                extractor.as_ref(),
+                &mut partitions,
+                incoming,
+                &mut ledger,
+                &mut random,
+            )
+            .await;
+            match placed {
+                Some(rejected_bytes) => buffered_bytes -= rejected_bytes,
+                None => return,
             }
-            if !deliver(&engine, &sink, &name, &state, &loaded, &sources, &mut buffer, count, &mut random)
-                .await
-            {
-                return;
-            }
-            buffered_bytes -= bytes;
         }
+        // Objects by size first, then by age, partition by partition.
         let now = clock.now_ms();
-        if let Some(first) = buffer.first() {
-            if now - first.arrival_ms >= loaded.plan.interval_ms() {
-                let count = buffer.len().min(loaded.plan.max_records());
-                let bytes: usize = buffer[..count].iter().map(|record| record.data.len()).sum();
-                if !deliver(&engine, &sink, &name, &state, &loaded, &sources, &mut buffer, count, &mut random)
-                    .await
-                {
+        let size = loaded.plan.size_bytes();
+        let interval = loaded.plan.interval_ms();
+        let max_records = loaded.plan.max_records();
+        let due: Vec<PartitionKeys> = partitions
+            .iter()
+            .filter(|(_, partition)| {
+                partition.bytes >= size
+                    || partition.records.len() >= max_records
+                    || partition.records.first().is_some_and(|first| now - first.arrival_ms >= interval)
+            })
+            .map(|(keys, _)| keys.clone())
+            .collect();
+        let delivered_any = !due.is_empty();
+        for keys in due {
+            let Some(partition) = partitions.get_mut(&keys) else { continue };
+            loop {
+                let aged = partition.records.first().is_some_and(|first| now - first.arrival_ms >= interval);
+                let full = partition.bytes >= size || partition.records.len() >= max_records;
+                if partition.records.is_empty() || !(full || aged) {
+                    break;
+                }
+                let (mut count, mut bytes) = (0, 0);
+                while count < partition.records.len() && bytes < size && count < max_records {
+                    bytes += partition.records[count].data.len();
+                    count += 1;
+                }
+                let records = &partition.records[..count];
+                if !deliver(&engine, &sink, &name, &state, &loaded, &keys, records, &mut random).await {
                     return;
                 }
+                for record in records {
+                    ledger.done(record.source, record.sequence);
+                }
+                partition.records.drain(..count);
+                partition.bytes -= bytes;
                 buffered_bytes -= bytes;
-                continue;
+            }
+            if partition.records.is_empty() {
+                partitions.remove(&keys);
             }
         }
-        if read_any {
+        ledger.commit(&engine, &name, &sources).await;
+        if read_any || delivered_any {
             continue;
         }
-        // Nothing new: wait for a commit, a change, or the buffer's deadline.
-        let deadline = [
-            buffer.first().map(|first| first.arrival_ms + loaded.plan.interval_ms() - now),
-            staged
-                .first()
-                .zip(lambda.as_ref())
-                .map(|(first, lambda)| first.arrival_ms + lambda.interval_ms - now),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        // Nothing new: wait for a commit, a change, or the next deadline.
+        let deadline = partitions
+            .values()
+            .filter_map(|partition| partition.records.first())
+            .map(|first| first.arrival_ms + interval - now)
+            .chain(
+                staged
+                    .first()
+                    .zip(lambda.as_ref())
+                    .map(|(first, lambda)| first.arrival_ms + lambda.interval_ms - now),
+            )
+            .min();
         let wait = Duration::from_millis(deadline.map_or(1_000, |left| left.clamp(1, 1_000)) as u64);
         let notified = state.wake.notified();
         match waits.as_slice() {
@@ -469,6 +574,117 @@ async fn run(
         }
     }
 }
+
+/// With partitions, reading pauses once this much is buffered across them.
+const PARTITIONED_BUFFER_MAX: usize = 1 << 30;
+
+fn start_extractor(loaded: &Loaded, name: &str) -> Result<Option<Extractor>, String> {
+    match (&loaded.plan, &loaded.plan.processors().metadata_query) {
+        (Plan::S3(plan), Some(query)) if plan.dynamic => Extractor::start(query, name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Puts records into their partitions. Records whose keys cannot be extracted, and those
+/// beyond the active-partition limit, are written as error records at once. Returns the
+/// bytes that did not join a buffer (`None` if the worker stopped).
+#[allow(clippy::too_many_arguments)]
+async fn partition(
+    engine: &Engine,
+    sink: &Sink,
+    name: &str,
+    state: &WorkerState,
+    loaded: &Loaded,
+    extractor: Option<&Extractor>,
+    partitions: &mut BTreeMap<PartitionKeys, Partition>,
+    incoming: Vec<Pending>,
+    ledger: &mut Ledger,
+    random: &mut SplitMix,
+) -> Option<usize> {
+    let dynamic = matches!(&loaded.plan, Plan::S3(plan) if plan.dynamic);
+    let keys: Vec<Result<Keys, String>> = match extractor {
+        Some(extractor) => {
+            extractor.extract(incoming.iter().map(|record| record.data.clone()).collect()).await
+        }
+        None => vec![Ok(Vec::new()); incoming.len()],
+    };
+    let mut failed: Vec<(Pending, &'static str, String, ErrorOutputType)> = Vec::new();
+    let mut rejected_bytes = 0;
+    for (record, keys) in incoming.into_iter().zip(keys) {
+        let query_keys = match keys {
+            Ok(keys) => keys,
+            Err(why) => {
+                rejected_bytes += record.data.len();
+                let message = format!("Non JSON record provided or the metadata extraction failed: {why}");
+                failed.push((
+                    record,
+                    "DynamicPartitioning.MetadataExtractionFailed",
+                    message,
+                    ErrorOutputType::ProcessingFailed,
+                ));
+                continue;
+            }
+        };
+        let lambda_keys = if dynamic { record.lambda_keys.clone() } else { Vec::new() };
+        let partition_keys = (query_keys, lambda_keys);
+        if !partitions.contains_key(&partition_keys) && partitions.len() >= ACTIVE_PARTITIONS_MAX {
+            rejected_bytes += record.data.len();
+            let message =
+                format!("The number of active partitions exceeded the limit of {ACTIVE_PARTITIONS_MAX}");
+            failed.push((
+                record,
+                "DynamicPartitioning.ActivePartitionsLimitExceeded",
+                message,
+                ErrorOutputType::ActivePartitionExceeded,
+            ));
+            continue;
+        }
+        let partition = partitions.entry(partition_keys).or_default();
+        partition.bytes += record.data.len();
+        partition.records.push(record);
+    }
+    if failed.is_empty() {
+        return Some(rejected_bytes);
+    }
+    let Plan::S3(plan) = &loaded.plan else { return Some(rejected_bytes) };
+    let ended_ms = engine.now_ms();
+    for error_type in [ErrorOutputType::ProcessingFailed, ErrorOutputType::ActivePartitionExceeded] {
+        let group: Vec<&(Pending, &str, String, ErrorOutputType)> =
+            failed.iter().filter(|(.., kind)| *kind == error_type).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut lines = Vec::new();
+        for (record, code, message, _) in &group {
+            lines.extend(
+                ErrorRecord {
+                    attempts_made: 1,
+                    arrival_ms: record.arrival_ms,
+                    error_code: code,
+                    error_message: message,
+                    attempt_ending_ms: ended_ms,
+                    raw_data: &record.data,
+                    detail: Detail::Plain,
+                }
+                .to_json_line(),
+            );
+        }
+        let oldest = group.iter().map(|(record, ..)| record.arrival_ms).min().unwrap_or(ended_ms);
+        let key =
+            object_key(name, plan, loaded.version, oldest, Some(error_type.as_str()), &EMPTY_KEYS, random);
+        let failures = &state.metrics.delivery_to_s3_failures;
+        if !put_retrying(sink, name, state, plan, &key, &lines, random, failures).await {
+            return None;
+        }
+        eprintln!("millrace: firehose {name}: {} records went to s3://{}/{key}", group.len(), plan.bucket);
+    }
+    for (record, ..) in &failed {
+        ledger.done(record.source, record.sequence);
+    }
+    Some(rejected_bytes)
+}
+
+static EMPTY_KEYS: PartitionKeys = (Vec::new(), Vec::new());
 
 async fn open_sources(
     engine: &Engine,
@@ -532,15 +748,21 @@ fn object_key(
     version: u64,
     oldest: i64,
     error_output_type: Option<&str>,
+    keys: &PartitionKeys,
     random: &mut SplitMix,
 ) -> String {
     let suffix_random = random.bytes();
     let mut next_random = || key::random_string(random.bytes());
+    let find = |keys: &Keys, wanted: &str| {
+        keys.iter().find(|(name, _)| name == wanted).map(|(_, value)| value.clone())
+    };
+    let query_key = |wanted: &str| find(&keys.0, wanted);
+    let lambda_key = |wanted: &str| find(&keys.1, wanted);
     let mut values = Values {
         arrival_ms: oldest,
         error_output_type,
-        query_key: &|_| None,
-        lambda_key: &|_| None,
+        query_key: &query_key,
+        lambda_key: &lambda_key,
         random: &mut next_random,
     };
     let rendered = match error_output_type {
@@ -625,12 +847,11 @@ async fn deliver(
     name: &str,
     state: &WorkerState,
     loaded: &Loaded,
-    sources: &[Source],
-    buffer: &mut Vec<Pending>,
-    count: usize,
+    keys: &PartitionKeys,
+    records: &[Pending],
     random: &mut SplitMix,
 ) -> bool {
-    let records = &buffer[..count];
+    let count = records.len();
     let oldest = records.iter().map(|record| record.arrival_ms).min().unwrap_or_else(|| engine.now_ms());
     let delivered_bytes: usize = records.iter().map(|record| record.data.len()).sum();
     let metrics = &state.metrics;
@@ -638,7 +859,7 @@ async fn deliver(
         Plan::S3(plan) => {
             let delimiter = plan.processors.delimiter.as_deref().unwrap_or(b"");
             let payload = payload_of(records, delimiter);
-            let key = object_key(name, plan, loaded.version, oldest, None, random);
+            let key = object_key(name, plan, loaded.version, oldest, None, keys, random);
             let failures = &metrics.delivery_to_s3_failures;
             if !put_retrying(sink, name, state, plan, &key, &payload, random, failures).await {
                 return false;
@@ -663,7 +884,7 @@ async fn deliver(
                         let backup = &plan.backup;
                         let payload =
                             payload_of(records, backup.processors.delimiter.as_deref().unwrap_or(b""));
-                        let key = object_key(name, backup, loaded.version, oldest, None, random);
+                        let key = object_key(name, backup, loaded.version, oldest, None, &EMPTY_KEYS, random);
                         let failures = &metrics.delivery_to_s3_failures;
                         if !put_retrying(sink, name, state, backup, &key, &payload, random, failures).await {
                             return false;
@@ -696,7 +917,8 @@ async fn deliver(
                     }
                     let backup = &plan.backup;
                     let error_type = Some(ErrorOutputType::HttpEndpointFailed.as_str());
-                    let key = object_key(name, backup, loaded.version, oldest, error_type, random);
+                    let key =
+                        object_key(name, backup, loaded.version, oldest, error_type, &EMPTY_KEYS, random);
                     let failures = &metrics.delivery_to_s3_failures;
                     if !put_retrying(sink, name, state, backup, &key, &lines, random, failures).await {
                         return false;
@@ -709,21 +931,6 @@ async fn deliver(
             }
         }
     }
-    // The cursor of each source: the last record of it that was delivered.
-    let mut last: HashMap<usize, SequenceNumber> = HashMap::new();
-    for record in records {
-        last.insert(record.source, record.sequence);
-    }
-    for (index, sequence) in last {
-        let source = &sources[index];
-        if let Err(error) = engine.checkpoint(&source.key, &source.owner, source.shard, sequence).await {
-            // Delivered; its records will be delivered again after a restart.
-            eprintln!(
-                "millrace: firehose {name}: cursor not saved ({error}); a restart may deliver them again"
-            );
-        }
-    }
-    buffer.drain(..count);
     true
 }
 
@@ -742,6 +949,7 @@ async fn transform(
     loaded: &Loaded,
     plan: &LambdaPlan,
     batch: Vec<Pending>,
+    ledger: &mut Ledger,
     random: &mut SplitMix,
 ) -> Option<Vec<Pending>> {
     let Some(endpoint) = endpoint else {
@@ -812,8 +1020,10 @@ async fn transform(
         Ok(outcomes) => {
             for (record, outcome) in batch.into_iter().zip(outcomes) {
                 match outcome {
-                    lambda::Outcome::Ok { data, .. } => outputs.push(Pending { data, ..record }),
-                    lambda::Outcome::Dropped => {}
+                    lambda::Outcome::Ok { data, partition_keys } => {
+                        outputs.push(Pending { data, lambda_keys: partition_keys, ..record })
+                    }
+                    lambda::Outcome::Dropped => ledger.done(record.source, record.sequence),
                     lambda::Outcome::ProcessingFailed => failed.push((
                         record,
                         "Lambda.ProcessingFailed".to_owned(),
@@ -849,12 +1059,15 @@ async fn transform(
         };
         let oldest = failed.iter().map(|(record, ..)| record.arrival_ms).min().unwrap_or(ended_ms);
         let error_type = Some(ErrorOutputType::ProcessingFailed.as_str());
-        let key = object_key(name, errors, loaded.version, oldest, error_type, random);
+        let key = object_key(name, errors, loaded.version, oldest, error_type, &EMPTY_KEYS, random);
         let failures = &state.metrics.delivery_to_s3_failures;
         if !put_retrying(sink, name, state, errors, &key, &lines, random, failures).await {
             return None;
         }
         eprintln!("millrace: firehose {name}: {} records went to s3://{}/{key}", failed.len(), errors.bucket);
+        for (record, ..) in &failed {
+            ledger.done(record.source, record.sequence);
+        }
     }
     Some(outputs)
 }

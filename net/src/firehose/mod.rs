@@ -23,6 +23,7 @@ pub mod http_endpoint;
 pub mod invoke;
 pub mod key;
 pub mod lambda;
+pub mod partition;
 pub mod prefix;
 pub mod sink;
 pub mod spec;

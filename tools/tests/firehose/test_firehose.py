@@ -143,6 +143,7 @@ def setUpModule():
     LAMBDA = LambdaApi()
     os.environ["MILLRACE_LAMBDA_ENDPOINT"] = LAMBDA.url
     SERVER = firehose_server()
+    start_dynamic_partitioning()
 
 
 def tearDownModule():
@@ -616,6 +617,105 @@ class Transformation(Base):
                     {"ParameterName": "LambdaArn", "ParameterValue": "not-an-arn"}]}]}))
         self.assertEqual(code, "InvalidArgumentException")
         self.assertIn("not a Lambda function ARN", message)
+
+
+PARTITIONED = {"bucket": "partitioned-bucket", "started": None}
+PARTITION_QUERY = '{customer: .customer, year: .ts | strftime("%Y")}'
+
+
+def start_dynamic_partitioning():
+    """Dynamic partitioning needs IntervalInSeconds >= 60: its records are put when the module
+    starts, and ZDynamicPartitioning (run last) checks the objects."""
+    firehose = SERVER.client(service="firehose")
+    MOTO.s3().create_bucket(Bucket=PARTITIONED["bucket"])
+    firehose.create_delivery_stream(
+        DeliveryStreamName="partitioned",
+        ExtendedS3DestinationConfiguration=s3_destination(
+            PARTITIONED["bucket"],
+            Prefix="customer=!{partitionKeyFromQuery:customer}/year=!{partitionKeyFromQuery:year}/",
+            ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+            BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
+            DynamicPartitioningConfiguration={"Enabled": True},
+            ProcessingConfiguration={"Enabled": True, "Processors": [
+                {"Type": "MetadataExtraction", "Parameters": [
+                    {"ParameterName": "MetadataExtractionQuery", "ParameterValue": PARTITION_QUERY},
+                    {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]},
+                {"Type": "AppendDelimiterToRecord", "Parameters": []}]}))
+    PARTITIONED["started"] = time.time()
+    records = [json.dumps({"customer": customer, "ts": ts, "n": n}).encode()
+               for n, (customer, ts) in enumerate([("acme", 1700000000), ("initech", 1700000000),
+                                                   ("acme", 1710000000), ("acme", 1700000001)])]
+    firehose.put_record_batch(DeliveryStreamName="partitioned",
+                              Records=[{"Data": r} for r in records] + [{"Data": b"not json"}])
+    PARTITIONED["records"] = records
+
+
+class ZDynamicPartitioning(Base):
+    """Runs last: the objects of the stream created by start_dynamic_partitioning."""
+
+    def test_one_object_per_partition_after_the_interval(self):
+        bucket = PARTITIONED["bucket"]
+        [error_key] = wait_for(lambda: [k for k in self.objects(bucket) if k.startswith("errors/")], timeout=30)
+        self.assertRegex(error_key, r"^errors/processing-failed/partitioned" + SUFFIX + "$")
+        error = json.loads(self.read(bucket, error_key)[0])
+        self.assertEqual(error["errorCode"], "DynamicPartitioning.MetadataExtractionFailed")
+        self.assertEqual(base64.b64decode(error["rawData"]), b"not json")
+        keys = wait_for(lambda: len(self.objects(bucket)) >= 4 and self.objects(bucket), timeout=120, step=1)
+        self.assertGreaterEqual(time.time() - PARTITIONED["started"], 59, "not before the 60 s interval")
+        objects = {key.split("/partitioned-")[0]: self.read(bucket, key)[0] for key in keys
+                   if not key.startswith("errors/")}
+        r = PARTITIONED["records"]
+        self.assertEqual(objects, {
+            "customer=acme/year=2023": r[0] + b"\n" + r[3] + b"\n",
+            "customer=acme/year=2024": r[2] + b"\n",
+            "customer=initech/year=2023": r[1] + b"\n",
+        })
+
+    def test_create_time_rules(self):
+        def refused(**extra):
+            config = s3_destination("b-1", **extra)
+            return self.error(self.firehose.create_delivery_stream, DeliveryStreamName="dp-rules",
+                              ExtendedS3DestinationConfiguration=config)
+
+        extraction = {"Enabled": True, "Processors": [{"Type": "MetadataExtraction", "Parameters": [
+            {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{a: .a}"},
+            {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]}
+        good = dict(Prefix="a=!{partitionKeyFromQuery:a}/", ErrorOutputPrefix="e/!{firehose:error-output-type}/",
+                    DynamicPartitioningConfiguration={"Enabled": True}, ProcessingConfiguration=extraction)
+        cases = [
+            (dict(good, BufferingHints={"SizeInMBs": 5, "IntervalInSeconds": 60}),
+             "BufferingHints.SizeInMBs must be at least 64 when Dynamic Partitioning is enabled."),
+            (dict(good, BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 10}),
+             "BufferingHints.IntervalInSeconds must be at least 60 seconds when Dynamic Partitioning is enabled."),
+            (dict(good, Prefix="static/"),
+             "S3 Prefix should contain Dynamic Partitioning namespaces when Dynamic Partitioning is enabled"),
+            (dict(good, ProcessingConfiguration={"Enabled": False, "Processors": []}),
+             "Processing Configuration is not enabled when DataPartitioning is enabled"),
+            (dict(good, Prefix="b=!{partitionKeyFromQuery:b}/"),
+             "partitionKeyFromQuery:b in the S3 Prefix is not a key of the MetadataExtractionQuery"),
+            (dict(good, Prefix="l=!{partitionKeyFromLambda:l}/"),
+             "Lambda should be present when S3 Prefix contains keys from partitionKeyFromLambda namespace"),
+            (dict(good, DynamicPartitioningConfiguration={"Enabled": False}),
+             "Dynamic Partitioning namespaces (partitionKeyFromQuery, partitionKeyFromLambda) can only be used "
+             "in the S3 Prefix when Dynamic Partitioning is enabled"),
+        ]
+        for extra, message in cases:
+            with self.subTest(message=message):
+                self.assertEqual(refused(**extra), ("InvalidArgumentException", message))
+        bad_query = {"Enabled": True, "Processors": [{"Type": "MetadataExtraction", "Parameters": [
+            {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{a: .a"}]}]}
+        code, message = refused(**dict(good, ProcessingConfiguration=bad_query))
+        self.assertEqual(code, "InvalidArgumentException")
+        self.assertIn("does not parse", message)
+        description = self.firehose.describe_delivery_stream(DeliveryStreamName="partitioned")[
+            "DeliveryStreamDescription"]["Destinations"][0]["ExtendedS3DestinationDescription"]
+        self.assertEqual(description["DynamicPartitioningConfiguration"], {"Enabled": True})
+        code, message = self.error(
+            self.firehose.update_destination, DeliveryStreamName="partitioned", CurrentDeliveryStreamVersionId="1",
+            DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate={"DynamicPartitioningConfiguration": {"Enabled": False}})
+        self.assertEqual((code, message), ("InvalidArgumentException",
+                                           "Dynamic partitioning cannot be disabled once it is enabled"))
 
 
 class Receiver:
