@@ -66,6 +66,9 @@ pub struct KinesisClient {
     version: HttpVersion,
     connection: Option<Connection>,
     pub timeout: Duration,
+    /// `X-Amz-Target` prefix and SigV4 signing name of the service it calls.
+    target_prefix: &'static str,
+    signing_name: &'static str,
 }
 
 impl KinesisClient {
@@ -103,11 +106,21 @@ impl KinesisClient {
             version: HttpVersion::Http1,
             connection: None,
             timeout: Duration::from_secs(60),
+            target_prefix: "Kinesis_20131202",
+            signing_name: "kinesis",
         })
     }
 
     pub fn with_version(mut self, version: HttpVersion) -> KinesisClient {
         self.version = version;
+        self
+    }
+
+    /// The same client for another JSON 1.1 service of the endpoint (Firehose:
+    /// `Firehose_20150804`, signed for `firehose`).
+    pub fn for_service(mut self, target_prefix: &'static str, signing_name: &'static str) -> KinesisClient {
+        self.target_prefix = target_prefix;
+        self.signing_name = signing_name;
         self
     }
 
@@ -133,7 +146,7 @@ impl KinesisClient {
     }
 
     fn request(&self, operation: &str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
-        let target = format!("Kinesis_20131202.{operation}");
+        let target = format!("{}.{operation}", self.target_prefix);
         let amz_date = sigv4::format_amz_date(SystemClock.now_ms());
         let mut headers = vec![
             ("content-type".to_owned(), Protocol::Json.content_type().to_owned()),
@@ -154,7 +167,7 @@ impl KinesisClient {
                 &credentials.access_key_id,
                 &credentials.secret_access_key,
                 &self.region,
-                "kinesis",
+                self.signing_name,
                 &amz_date,
             );
             headers.push(("authorization".to_owned(), authorization));

@@ -495,3 +495,166 @@ pub fn tail(connection: &Connection, args: TailArgs) -> Result<()> {
         }
     })
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum FirehoseCommand {
+    /// Create a DirectPut delivery stream to an S3 bucket (a folder under the server's data
+    /// directory when it runs without --s3-endpoint).
+    Create {
+        name: String,
+        /// The bucket objects are delivered to.
+        #[arg(long)]
+        bucket: String,
+        /// Object key prefix (AWS's expressions allowed; default `YYYY/MM/DD/HH/`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Prefix for failed records (needed when --prefix has expressions).
+        #[arg(long)]
+        error_prefix: Option<String>,
+        /// UNCOMPRESSED, GZIP, ZIP, Snappy or HADOOP_SNAPPY.
+        #[arg(long, default_value = "UNCOMPRESSED")]
+        compression: String,
+        /// Buffer size hint, MiB (1–128).
+        #[arg(long, default_value_t = 5)]
+        size_mib: u32,
+        /// Buffer interval hint, seconds (0–900).
+        #[arg(long, default_value_t = 300)]
+        interval_secs: u32,
+        /// Append a newline to each record.
+        #[arg(long)]
+        newline: bool,
+    },
+    /// List delivery streams.
+    List,
+    /// Show a delivery stream's description (JSON).
+    Describe { name: String },
+    /// Delete a delivery stream.
+    Delete { name: String },
+    /// Put records: the arguments, or each line of standard input.
+    Put {
+        name: String,
+        /// Records; with none, each line of standard input is one.
+        data: Vec<String>,
+        /// Append a newline to each record (lines of standard input lose theirs).
+        #[arg(long)]
+        newline: bool,
+    },
+}
+
+pub fn firehose(connection: &Connection, command: FirehoseCommand) -> Result<()> {
+    let mut client = connection.client()?.for_service("Firehose_20150804", "firehose");
+    runtime()?.block_on(async {
+        match command {
+            FirehoseCommand::Create {
+                name,
+                bucket,
+                prefix,
+                error_prefix,
+                compression,
+                size_mib,
+                interval_secs,
+                newline,
+            } => {
+                let mut destination = Value::map()
+                    .with("RoleARN", "arn:aws:iam::000000000000:role/millrace")
+                    .with("BucketARN", format!("arn:aws:s3:::{bucket}"))
+                    .with_opt("Prefix", prefix)
+                    .with_opt("ErrorOutputPrefix", error_prefix)
+                    .with(
+                        "BufferingHints",
+                        Value::map().with("SizeInMBs", size_mib).with("IntervalInSeconds", interval_secs),
+                    )
+                    .with("CompressionFormat", compression);
+                if newline {
+                    let processor = Value::map()
+                        .with("Type", "AppendDelimiterToRecord")
+                        .with("Parameters", Value::List(Vec::new()));
+                    destination = destination.with(
+                        "ProcessingConfiguration",
+                        Value::map().with("Enabled", true).with("Processors", Value::List(vec![processor])),
+                    );
+                }
+                let request = Value::map()
+                    .with("DeliveryStreamName", name.as_str())
+                    .with("DeliveryStreamType", "DirectPut")
+                    .with("ExtendedS3DestinationConfiguration", destination);
+                let answer = client.call("CreateDeliveryStream", &request).await?;
+                println!("created {}", text(&answer, "DeliveryStreamARN"));
+            }
+            FirehoseCommand::List => {
+                let mut request = Value::map().with("Limit", 10_000u32);
+                loop {
+                    let answer = client.call("ListDeliveryStreams", &request).await?;
+                    let names = list(&answer, "DeliveryStreamNames");
+                    let mut last = None;
+                    for name in names {
+                        if let Value::Str(name) = name {
+                            println!("{name}");
+                            last = Some(name.clone());
+                        }
+                    }
+                    match (answer.get("HasMoreDeliveryStreams"), last) {
+                        (Some(Value::Bool(true)), Some(last)) => {
+                            request = Value::map()
+                                .with("Limit", 10_000u32)
+                                .with("ExclusiveStartDeliveryStreamName", last)
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            FirehoseCommand::Describe { name } => {
+                let request = Value::map().with("DeliveryStreamName", name.as_str());
+                let answer = client.call("DescribeDeliveryStream", &request).await?;
+                let json = millrace_net::aws::document::encode(Protocol::Json, &answer);
+                println!("{}", String::from_utf8_lossy(&json));
+            }
+            FirehoseCommand::Delete { name } => {
+                client
+                    .call("DeleteDeliveryStream", &Value::map().with("DeliveryStreamName", name.as_str()))
+                    .await?;
+                println!("deleted {name}");
+            }
+            FirehoseCommand::Put { name, data, newline } => {
+                let records: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if data.is_empty() {
+                    Box::new(std::io::stdin().lock().lines().map(|line| Ok(line?.into_bytes())))
+                } else {
+                    Box::new(data.into_iter().map(|data| Ok(data.into_bytes())))
+                };
+                let mut records = records.peekable();
+                let (mut batch, mut batch_bytes, mut total) = (Vec::new(), 0usize, 0usize);
+                while let Some(record) = records.next() {
+                    let mut record = record?;
+                    if newline {
+                        record.push(b'\n');
+                    }
+                    batch_bytes += record.len();
+                    batch.push(Value::map().with("Data", Value::Bytes(record)));
+                    let full = batch.len() == 500 || batch_bytes > 3 << 20;
+                    if full || records.peek().is_none() {
+                        let request = Value::map()
+                            .with("DeliveryStreamName", name.as_str())
+                            .with("Records", Value::List(std::mem::take(&mut batch)));
+                        let answer = client.call("PutRecordBatch", &request).await?;
+                        for result in list(&answer, "RequestResponses") {
+                            match result.get("ErrorCode") {
+                                Some(_) => eprintln!(
+                                    "failed: {} {}",
+                                    text(result, "ErrorCode"),
+                                    text(result, "ErrorMessage")
+                                ),
+                                None => total += 1,
+                            }
+                        }
+                        if text(&answer, "FailedPutCount") != "0" {
+                            bail!("{} records failed", text(&answer, "FailedPutCount"));
+                        }
+                        batch_bytes = 0;
+                    }
+                }
+                println!("put {total} records into {name}");
+            }
+        }
+        Ok(())
+    })
+}

@@ -48,6 +48,13 @@ enum Command {
         #[command(flatten)]
         args: cli::PutArgs,
     },
+    /// Create, list, describe and delete Firehose delivery streams, and put records.
+    Firehose {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::FirehoseCommand,
+    },
     /// Follow a stream like `tail -f`: every shard, from a chosen position.
     Tail {
         #[command(flatten)]
@@ -133,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         Command::Stream { connection, command } => cli::stream(&connection, command),
         Command::Put { connection, args } => cli::put(&connection, args),
         Command::Tail { connection, args } => cli::tail(&connection, args),
+        Command::Firehose { connection, command } => cli::firehose(&connection, command),
     }
 }
 

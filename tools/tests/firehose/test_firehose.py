@@ -384,6 +384,31 @@ class Operations(Base):
         code, _ = self.error(self.firehose.delete_delivery_stream, DeliveryStreamName="ops-delete")
         self.assertEqual(code, "ResourceNotFoundException")
 
+    def test_millrace_firehose_cli(self):
+        from harness import ACCESS_KEY, SECRET_KEY
+        env = dict(os.environ, MILLRACE_ACCESS_KEY_ID=ACCESS_KEY, MILLRACE_SECRET_ACCESS_KEY=SECRET_KEY)
+
+        def millrace(*args, stdin=None):
+            output = subprocess.run([os.environ["MILLRACE_BIN"], "firehose", *args, "--endpoint", SERVER.endpoint],
+                                    env=env, input=stdin, capture_output=True, text=True, timeout=120)
+            self.assertEqual(output.returncode, 0, output.stderr)
+            return output.stdout
+
+        bucket = self.bucket("cli-bucket")
+        self.assertIn("deliverystream/cli-fh", millrace("create", "cli-fh", "--bucket", bucket, "--compression",
+                                                        "GZIP", "--size-mib", "1", "--interval-secs", "1",
+                                                        "--newline"))
+        self.addCleanup(self.delete_quietly, "cli-fh")
+        self.assertIn("cli-fh", millrace("list").split())
+        described = json.loads(millrace("describe", "cli-fh"))["DeliveryStreamDescription"]
+        self.assertEqual(described["Destinations"][0]["ExtendedS3DestinationDescription"]["CompressionFormat"],
+                         "GZIP")
+        self.assertEqual(millrace("put", "cli-fh", stdin="one\ntwo\n").strip(), "put 2 records into cli-fh")
+        [key] = wait_for(lambda: self.objects(bucket), timeout=20)
+        self.assertEqual(gzip.decompress(self.read(bucket, key)[0]), b"one\ntwo\n")
+        self.assertEqual(millrace("delete", "cli-fh").strip(), "deleted cli-fh")
+        self.assertNotIn("cli-fh", millrace("list").split())
+
     def test_aws_cli(self):
         env = SERVER.cli_env()
         aws = os.path.join(os.path.dirname(sys.executable), "aws")
