@@ -90,6 +90,16 @@ quic_endpoint=$(grep -o 'QUIC listening on [0-9.:]*' "$kinesis_dir/serve.log" | 
 output=$(cargo run --quiet --locked -p millrace-bench -- quic --endpoint "$quic_endpoint" --http-endpoint "$endpoint" \
   --data-dir "$kinesis_dir/data" --duration 2 --producers 2 --window 64 --json "$kinesis_dir/quic.json" \
   --plot "$kinesis_dir/quic.svg") || { kill "$serve_pid"; exit 1; }
+quic_output=$output
+echo "== firehose benchmark smoke run against the same server (local-folder S3 destination)"
+output=$(cargo run --quiet --locked -p millrace-bench -- firehose --endpoint "$endpoint" \
+  --data-dir "$kinesis_dir/data" --duration 2 --producers 2) || { kill "$serve_pid"; exit 1; }
+printf '%s\n' "$output"
+case "$(printf '%s\n' "$output" | tail -n 1)" in
+  "RESULT mb_per_s="*missing=0) echo "firehose bench: ok" ;;
+  *) kill "$serve_pid"; echo "firehose bench: the last line is not a RESULT line with nothing missing" >&2; exit 1 ;;
+esac
+output=$quic_output
 kill -TERM "$serve_pid"; wait "$serve_pid"
 printf '%s\n' "$output"
 case "$(printf '%s\n' "$output" | tail -n 1)" in

@@ -10,6 +10,7 @@
 
 mod engine_bench;
 mod fio;
+mod firehose_bench;
 mod kinesis_bench;
 mod quic_bench;
 mod report;
@@ -31,6 +32,8 @@ enum BenchCommand {
     Kinesis(kinesis_bench::KinesisArgs),
     /// Producer throughput, ack latency and end-to-end latency over the native QUIC protocol.
     Quic(quic_bench::QuicArgs),
+    /// Firehose: PutRecordBatch load, delivered MB/s and put-to-object latency (DataFreshness).
+    Firehose(firehose_bench::FirehoseArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         BenchCommand::Engine(args) => engine_bench::run(&args),
         BenchCommand::Kinesis(args) => kinesis_bench::run(&args),
         BenchCommand::Quic(args) => quic_bench::run(&args),
+        BenchCommand::Firehose(args) => firehose_bench::run(&args),
     }
 }
