@@ -57,6 +57,14 @@ pub fn compress(format: Compression, payload: &[u8], zip_entry: &str) -> Vec<u8>
     }
 }
 
+/// [`compress`] taking the payload: an uncompressed object is the payload itself, not a copy.
+pub fn compress_owned(format: Compression, payload: Vec<u8>, zip_entry: &str) -> Vec<u8> {
+    match format {
+        Compression::Uncompressed => payload,
+        _ => compress(format, &payload, zip_entry),
+    }
+}
+
 /// A ZIP archive with one deflated entry (PKWARE APPNOTE 6.3: local header, data, central
 /// directory, end record; sizes known up front, so no data descriptor). ZIP64 is not
 /// needed: an object is at most 128 MiB before compression.

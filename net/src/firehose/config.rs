@@ -568,12 +568,20 @@ fn http_endpoint(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
 pub struct Processors {
     /// `AppendDelimiterToRecord`: bytes after each record.
     pub delimiter: Option<Vec<u8>>,
-    /// `RecordDeAggregation` (KPL-aggregated records from a Kinesis source).
-    pub deaggregate: bool,
+    /// `RecordDeAggregation`: records that hold several (KPL aggregation is undone for a
+    /// Kinesis source regardless).
+    pub deaggregate: Option<SubRecords>,
     /// `Lambda`: the transformation, invoked through the Lambda Invoke API.
     pub lambda: Option<LambdaPlan>,
     /// `MetadataExtraction`: the jq query of dynamic partitioning's keys.
     pub metadata_query: Option<String>,
+}
+
+/// How `RecordDeAggregation` splits a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubRecords {
+    Json,
+    Delimited(Vec<u8>),
 }
 
 /// A `Lambda` processor's parameters.
@@ -649,15 +657,33 @@ fn processors(processing: Request<'_>, base: &str) -> Result<Processors, ApiErro
                 out.delimiter = Some(unescape(param("Delimiter").unwrap_or("\\n")));
             }
             "RecordDeAggregation" => {
-                match param("SubRecordType").unwrap_or("JSON") {
-                    "JSON" | "KPL" => {}
+                let at = format!("{base}.processors.{}", index + 1);
+                out.deaggregate = Some(match param("SubRecordType").unwrap_or("JSON") {
+                    "JSON" => SubRecords::Json,
+                    "DELIMITED" => {
+                        let encoded = param("Delimiter").ok_or_else(|| {
+                            invalid(format!(
+                                "RecordDeAggregation at {at} with SubRecordType DELIMITED needs a Delimiter"
+                            ))
+                        })?;
+                        use base64::Engine as _;
+                        let delimiter = base64::engine::general_purpose::STANDARD
+                            .decode(encoded)
+                            .ok()
+                            .filter(|delimiter| !delimiter.is_empty())
+                            .ok_or_else(|| {
+                                invalid(format!(
+                                    "Delimiter {encoded:?} at {at} must be base64 of at least one byte"
+                                ))
+                            })?;
+                        SubRecords::Delimited(delimiter)
+                    }
                     other => {
                         return Err(invalid(format!(
-                            "RecordDeAggregation SubRecordType {other} is not supported by this server yet"
+                            "SubRecordType {other} at {at}: RecordDeAggregation takes JSON or DELIMITED"
                         )))
                     }
-                }
-                out.deaggregate = true;
+                });
             }
             "Lambda" => {
                 let at = format!("{base}.processors.{}", index + 1);

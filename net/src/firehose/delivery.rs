@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use millrace_core::{Engine, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, StartPosition};
 
-use super::compress::compress;
-use super::config::{self, HttpPlan, LambdaPlan, Plan, S3Plan};
+use super::compress::{compress, compress_owned};
+use super::config::{self, HttpPlan, LambdaPlan, Plan, S3Plan, SubRecords};
+use super::deaggregate;
 use super::errors::{Detail, ErrorOutputType, ErrorRecord};
 use super::http::{CallError, Target};
 use super::http_endpoint;
@@ -280,21 +281,23 @@ pub const ACTIVE_PARTITIONS_MAX: usize = 500;
 /// only once it and everything before it were delivered (or dropped, or written as an error).
 #[derive(Default)]
 struct Ledger {
-    sources: Vec<VecDeque<(SequenceNumber, bool)>>,
+    /// Each record read, with how many of its parts (sub-records) are not done yet.
+    sources: Vec<VecDeque<(SequenceNumber, u32)>>,
 }
 
 impl Ledger {
-    fn track(&mut self, source: usize, sequence: SequenceNumber) {
+    fn track(&mut self, source: usize, sequence: SequenceNumber, parts: u32) {
         if self.sources.len() <= source {
             self.sources.resize_with(source + 1, VecDeque::new);
         }
-        self.sources[source].push_back((sequence, false));
+        self.sources[source].push_back((sequence, parts));
     }
 
+    /// One part of the record is delivered, dropped or written as an error.
     fn done(&mut self, source: usize, sequence: SequenceNumber) {
         let Some(queue) = self.sources.get_mut(source) else { return };
         if let Ok(at) = queue.binary_search_by(|(seq, _)| seq.cmp(&sequence)) {
-            queue[at].1 = true;
+            queue[at].1 = queue[at].1.saturating_sub(1);
         }
     }
 
@@ -302,7 +305,7 @@ impl Ledger {
     async fn commit(&mut self, engine: &Engine, name: &str, sources: &[Source]) {
         for (index, queue) in self.sources.iter_mut().enumerate() {
             let mut last = None;
-            while queue.front().is_some_and(|(_, done)| *done) {
+            while queue.front().is_some_and(|(_, left)| *left == 0) {
                 last = queue.pop_front().map(|(sequence, _)| sequence);
             }
             let (Some(sequence), Some(source)) = (last, sources.get(index)) else { continue };
@@ -396,22 +399,27 @@ async fn run(
                             waits.push((signal, generation));
                         }
                     }
+                    let kinesis_source = source_key.kind == ResourceKind::DataStream;
+                    let splitting = loaded.plan.processors().deaggregate.clone();
                     for record in read.records {
                         read_any = true;
-                        ledger.track(index, record.sequence);
-                        let pending = Pending {
-                            source: index,
-                            sequence: record.sequence,
-                            arrival_ms: record.arrival_ms,
-                            data: record.data,
-                            lambda_keys: Vec::new(),
-                        };
-                        if lambda.is_some() {
-                            staged_bytes += pending.data.len();
-                            staged.push(pending);
-                        } else {
-                            buffered_bytes += pending.data.len();
-                            incoming.push(pending);
+                        let parts = split(&name, record.data, kinesis_source, splitting.as_ref());
+                        ledger.track(index, record.sequence, parts.len() as u32);
+                        for data in parts {
+                            let pending = Pending {
+                                source: index,
+                                sequence: record.sequence,
+                                arrival_ms: record.arrival_ms,
+                                data,
+                                lambda_keys: Vec::new(),
+                            };
+                            if lambda.is_some() {
+                                staged_bytes += pending.data.len();
+                                staged.push(pending);
+                            } else {
+                                buffered_bytes += pending.data.len();
+                                incoming.push(pending);
+                            }
                         }
                     }
                     sources[index].from = read.next;
@@ -575,6 +583,33 @@ async fn run(
     }
 }
 
+/// A record's parts: the sub-records of a KPL aggregate (from a Kinesis source), each split
+/// again by `RecordDeAggregation` when configured. A record that does not split as
+/// configured is delivered whole (and the reason logged): nothing is lost to a bad split.
+fn split(name: &str, data: Vec<u8>, kinesis_source: bool, splitting: Option<&SubRecords>) -> Vec<Vec<u8>> {
+    let aggregated: Vec<Vec<u8>> = match kinesis_source.then(|| deaggregate::kpl(&data)).flatten() {
+        Some(parts) => parts.into_iter().map(<[u8]>::to_vec).collect(),
+        None => vec![data],
+    };
+    let Some(splitting) = splitting else { return aggregated };
+    let mut out = Vec::with_capacity(aggregated.len());
+    for record in aggregated {
+        match splitting {
+            SubRecords::Json => match deaggregate::json_values(&record) {
+                Ok(values) => out.extend(values.into_iter().map(<[u8]>::to_vec)),
+                Err(why) => {
+                    eprintln!("millrace: firehose {name}: a record is not JSON sub-records ({why}); delivered whole");
+                    out.push(record);
+                }
+            },
+            SubRecords::Delimited(delimiter) => {
+                out.extend(deaggregate::delimited(&record, delimiter).into_iter().map(<[u8]>::to_vec))
+            }
+        }
+    }
+    out
+}
+
 /// With partitions, reading pauses once this much is buffered across them.
 const PARTITIONED_BUFFER_MAX: usize = 1 << 30;
 
@@ -673,7 +708,7 @@ async fn partition(
         let key =
             object_key(name, plan, loaded.version, oldest, Some(error_type.as_str()), &EMPTY_KEYS, random);
         let failures = &state.metrics.delivery_to_s3_failures;
-        if !put_retrying(sink, name, state, plan, &key, &lines, random, failures).await {
+        if !put_retrying(sink, name, state, plan, &key, lines, random, failures).await {
             return None;
         }
         eprintln!("millrace: firehose {name}: {} records went to s3://{}/{key}", group.len(), plan.bucket);
@@ -790,16 +825,16 @@ async fn put_retrying(
     state: &WorkerState,
     plan: &S3Plan,
     key: &str,
-    payload: &[u8],
+    payload: Vec<u8>,
     random: &mut SplitMix,
     failures: &AtomicU64,
 ) -> bool {
     let zip_entry = key::uuid_v4(random.bytes());
-    let body = compress(plan.compression, payload, &zip_entry);
+    let body = bytes::Bytes::from(compress_owned(plan.compression, payload, &zip_entry));
     let object = Object {
         bucket: &plan.bucket,
         key,
-        body: &body,
+        body,
         content_encoding: plan.compression.content_encoding(),
         kms_key: plan.kms_key.as_deref(),
     };
@@ -861,7 +896,7 @@ async fn deliver(
             let payload = payload_of(records, delimiter);
             let key = object_key(name, plan, loaded.version, oldest, None, keys, random);
             let failures = &metrics.delivery_to_s3_failures;
-            if !put_retrying(sink, name, state, plan, &key, &payload, random, failures).await {
+            if !put_retrying(sink, name, state, plan, &key, payload, random, failures).await {
                 return false;
             }
             metrics.delivery_to_s3_success.fetch_add(1, Ordering::Relaxed);
@@ -886,7 +921,7 @@ async fn deliver(
                             payload_of(records, backup.processors.delimiter.as_deref().unwrap_or(b""));
                         let key = object_key(name, backup, loaded.version, oldest, None, &EMPTY_KEYS, random);
                         let failures = &metrics.delivery_to_s3_failures;
-                        if !put_retrying(sink, name, state, backup, &key, &payload, random, failures).await {
+                        if !put_retrying(sink, name, state, backup, &key, payload, random, failures).await {
                             return false;
                         }
                     }
@@ -920,7 +955,7 @@ async fn deliver(
                     let key =
                         object_key(name, backup, loaded.version, oldest, error_type, &EMPTY_KEYS, random);
                     let failures = &metrics.delivery_to_s3_failures;
-                    if !put_retrying(sink, name, state, backup, &key, &lines, random, failures).await {
+                    if !put_retrying(sink, name, state, backup, &key, lines, random, failures).await {
                         return false;
                     }
                     eprintln!(
@@ -982,6 +1017,7 @@ async fn transform(
         records: &records,
     }
     .to_json();
+    let event = bytes::Bytes::from(event);
     let sent: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut attempts = 0u32;
     let decoded = loop {
@@ -1061,7 +1097,7 @@ async fn transform(
         let error_type = Some(ErrorOutputType::ProcessingFailed.as_str());
         let key = object_key(name, errors, loaded.version, oldest, error_type, &EMPTY_KEYS, random);
         let failures = &state.metrics.delivery_to_s3_failures;
-        if !put_retrying(sink, name, state, errors, &key, &lines, random, failures).await {
+        if !put_retrying(sink, name, state, errors, &key, lines, random, failures).await {
             return None;
         }
         eprintln!("millrace: firehose {name}: {} records went to s3://{}/{key}", failed.len(), errors.bucket);
@@ -1146,7 +1182,7 @@ async fn post_retrying(
                 "POST",
                 &target.path_and_query,
                 &headers,
-                body,
+                bytes::Bytes::from(body),
                 http_endpoint::RESPONSE_TIMEOUT,
                 http_endpoint::MAX_RESPONSE_BYTES,
             )

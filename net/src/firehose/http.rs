@@ -87,7 +87,7 @@ impl Target {
         method: &str,
         path: &str,
         headers: &[(String, String)],
-        body: Vec<u8>,
+        body: Bytes,
         timeout: Duration,
         max_answer: usize,
     ) -> Result<Answer, CallError> {
@@ -95,9 +95,7 @@ impl Target {
         for (name, value) in headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|error| CallError::Reset(error.to_string()))?;
+        let request = builder.body(Full::new(body)).map_err(|error| CallError::Reset(error.to_string()))?;
         let exchange = async {
             let stream = tokio::net::TcpStream::connect(&self.authority)
                 .await

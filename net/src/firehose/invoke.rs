@@ -69,7 +69,7 @@ pub enum Invoked {
     Failed { code: String, message: String },
 }
 
-pub async fn invoke(endpoint: &LambdaEndpoint, plan: &LambdaPlan, payload: Vec<u8>) -> Invoked {
+pub async fn invoke(endpoint: &LambdaEndpoint, plan: &LambdaPlan, payload: bytes::Bytes) -> Invoked {
     let raw_path = format!("{}/2015-03-31/functions/{}/invocations", endpoint.base_path(), plan.function);
     let query =
         plan.qualifier.as_ref().map(|qualifier| format!("Qualifier={}", sigv4::uri_encode(qualifier, true)));

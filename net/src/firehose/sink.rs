@@ -55,7 +55,8 @@ impl S3Endpoint {
 pub struct Object<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
-    pub body: &'a [u8],
+    /// Shared, so that a retry or the writer thread takes it without a copy.
+    pub body: bytes::Bytes,
     pub content_encoding: Option<&'a str>,
     /// SSE-KMS key for an S3 endpoint.
     pub kms_key: Option<&'a str>,
@@ -79,7 +80,7 @@ impl Sink {
         match self {
             Sink::Local { root } => {
                 let path = local_path(root, object.bucket, object.key);
-                let body = object.body.to_vec();
+                let body = object.body.clone();
                 tokio::task::spawn_blocking(move || write_durably(&path, &body))
                     .await
                     .map_err(|error| format!("the writer task failed: {error}"))?
@@ -133,7 +134,7 @@ async fn put_object(endpoint: &S3Endpoint, object: &Object<'_>) -> Result<(), St
         ("content-length".to_owned(), object.body.len().to_string()),
         ("content-type".to_owned(), "application/octet-stream".to_owned()),
         ("host".to_owned(), target.host_header.clone()),
-        ("x-amz-content-sha256".to_owned(), sigv4::hex(&Sha256::digest(object.body))),
+        ("x-amz-content-sha256".to_owned(), sigv4::hex(&Sha256::digest(&object.body))),
         ("x-amz-date".to_owned(), amz_date.clone()),
     ];
     if let Some(encoding) = object.content_encoding {
@@ -149,7 +150,7 @@ async fn put_object(endpoint: &S3Endpoint, object: &Object<'_>) -> Result<(), St
         path: &raw_path,
         query: "",
         headers: &headers,
-        payload: Payload::Body(object.body),
+        payload: Payload::Body(&object.body),
     };
     let authorization = sigv4::sign(
         &signed,
@@ -161,7 +162,7 @@ async fn put_object(endpoint: &S3Endpoint, object: &Object<'_>) -> Result<(), St
     );
     headers.push(("authorization".to_owned(), authorization));
     let answer = target
-        .call("PUT", &path, &headers, object.body.to_vec(), Duration::from_secs(120), 64 << 10)
+        .call("PUT", &path, &headers, object.body.clone(), Duration::from_secs(120), 64 << 10)
         .await
         .map_err(|error| format!("PutObject s3://{}/{}: {error}", object.bucket, object.key))?;
     if answer.status == 200 {

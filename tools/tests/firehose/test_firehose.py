@@ -860,6 +860,51 @@ class HttpEndpoint(Base):
         self.assertIn("s3Configuration", message)
 
 
+def kpl_aggregate(partition_key, records):
+    """The Kinesis Producer Library's aggregated record: magic, protobuf, MD5."""
+    import hashlib
+
+    def varint(value):
+        out = b""
+        while value >= 0x80:
+            out += bytes([(value & 0x7F) | 0x80])
+            value >>= 7
+        return out + bytes([value])
+
+    def field(number, payload):
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    message = field(1, partition_key.encode())
+    for data in records:
+        message += field(3, varint(1 << 3) + varint(0) + field(3, data))
+    return b"\xf3\x89\x9a\xc2" + message + hashlib.md5(message).digest()
+
+
+class Deaggregation(Base):
+    def test_kpl_aggregates_from_a_kinesis_source_and_json_sub_records(self):
+        kinesis = SERVER.client()
+        kinesis.create_stream(StreamName="kpl-source", ShardCount=1)
+        self.addCleanup(lambda: kinesis.delete_stream(StreamName="kpl-source"))
+        bucket = self.bucket("kpl-bucket")
+        self.firehose.create_delivery_stream(
+            DeliveryStreamName="kpl", DeliveryStreamType="KinesisStreamAsSource",
+            KinesisStreamSourceConfiguration={
+                "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/kpl-source", "RoleARN": ROLE},
+            ExtendedS3DestinationConfiguration=s3_destination(
+                bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
+                ProcessingConfiguration={"Enabled": True, "Processors": [
+                    {"Type": "RecordDeAggregation",
+                     "Parameters": [{"ParameterName": "SubRecordType", "ParameterValue": "JSON"}]},
+                    {"Type": "AppendDelimiterToRecord", "Parameters": []}]}))
+        self.addCleanup(self.delete_quietly, "kpl")
+        aggregate = kpl_aggregate("pk", [b'{"n":1}', b'{"n":2}{"n":3}', b'{"n":4}'])
+        kinesis.put_record(StreamName="kpl-source", PartitionKey="pk", Data=aggregate)
+        kinesis.put_record(StreamName="kpl-source", PartitionKey="pk", Data=b'{"n":5}')
+        keys = wait_for(lambda: self.objects(bucket), timeout=20)
+        delivered = b"".join(self.read(bucket, key)[0] for key in keys)
+        self.assertEqual(delivered, b"".join(b'{"n":%d}\n' % n for n in range(1, 6)))
+
+
 class Durability(unittest.TestCase):
     """Restarts and kill -9 on a server of its own."""
 
