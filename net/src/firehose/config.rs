@@ -315,11 +315,13 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         None => None,
     };
     if let Some(zone) = config.str_opt("CustomTimeZone")? {
-        if !zone.is_empty() && zone != "UTC" {
-            return Err(invalid(format!(
-                "CustomTimeZone {zone:?} is not supported by this server yet; object keys use UTC"
-            )));
+        if zone.chars().count() > 50 {
+            return Err(validation(
+                &field(base, "CustomTimeZone"),
+                "Member must have length less than or equal to 50",
+            ));
         }
+        time_zone(zone)?;
     }
 
     let mut description = Value::map().with("RoleARN", role).with("BucketARN", bucket_arn);
@@ -763,6 +765,29 @@ pub struct S3Plan {
     pub kms_key: Option<String>,
     /// Dynamic partitioning: one buffer per distinct set of partition keys.
     pub dynamic: bool,
+    /// `CustomTimeZone` (UTC when not set): the zone of the key's timestamps.
+    pub time_zone: Option<jiff::tz::TimeZone>,
+}
+
+impl S3Plan {
+    /// `instant_ms` as the key's clock reads it: shifted by the zone's offset at that instant,
+    /// so that the UTC calendar of the result is the zone's local time.
+    pub fn local_ms(&self, instant_ms: i64) -> i64 {
+        let Some(zone) = &self.time_zone else { return instant_ms };
+        let Ok(instant) = jiff::Timestamp::from_millisecond(instant_ms) else { return instant_ms };
+        instant_ms + i64::from(zone.to_offset(instant).seconds()) * 1000
+    }
+}
+
+/// A `CustomTimeZone`: an IANA zone name (`America/New_York`, `Asia/Tokyo`, …) from the
+/// time-zone database built into the server; empty or `UTC` means UTC.
+pub fn time_zone(name: &str) -> Result<Option<jiff::tz::TimeZone>, ApiError> {
+    if name.is_empty() || name == "UTC" {
+        return Ok(None);
+    }
+    jiff::tz::TimeZone::get(name).map(Some).map_err(|_| {
+        invalid(format!("CustomTimeZone {name:?} is not a time zone of the IANA time-zone database"))
+    })
 }
 
 /// What the delivery worker needs of an HTTP endpoint.
@@ -894,6 +919,7 @@ fn s3_plan(description: &Value) -> Result<S3Plan, ApiError> {
         compression,
         processors,
         kms_key,
+        time_zone: time_zone(config.str_opt("CustomTimeZone")?.unwrap_or(""))?,
         dynamic: config
             .structure_opt("DynamicPartitioningConfiguration")?
             .and_then(|section| section.bool_opt("Enabled").ok().flatten())
@@ -1000,6 +1026,22 @@ mod tests {
         assert_eq!(plan.prefix.to_string(), "logs/!{timestamp:yyyy/MM/dd/HH/}");
         assert_eq!(plan.extension, ".gz");
         assert!(legacy_description(&updated.stored).get("S3BackupMode").is_none());
+    }
+
+    #[test]
+    fn custom_time_zones_shift_the_key_clock() {
+        let tokyo = time_zone("Asia/Tokyo").unwrap();
+        assert!(time_zone("UTC").unwrap().is_none());
+        assert!(time_zone("Mars/Olympus").is_err());
+        let request = json(&format!(
+            r#"{{"ExtendedS3DestinationConfiguration":{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::b-1","CustomTimeZone":"America/New_York"}}}}"#
+        ));
+        let destination = destination_of_create(Request::new(Protocol::Json, &request)).unwrap();
+        let Plan::S3(plan) = plan(&destination).unwrap() else { panic!("an S3 plan") };
+        // 2026-07-01T12:00Z is 08:00 in New York (EDT, UTC-4); 2026-01-01T12:00Z is 07:00 (EST).
+        assert_eq!(plan.local_ms(1_782_907_200_000), 1_782_907_200_000 - 4 * 3_600_000);
+        assert_eq!(plan.local_ms(1_767_268_800_000), 1_767_268_800_000 - 5 * 3_600_000);
+        assert!(tokyo.is_some());
     }
 
     #[test]

@@ -793,6 +793,8 @@ fn object_key(
     };
     let query_key = |wanted: &str| find(&keys.0, wanted);
     let lambda_key = |wanted: &str| find(&keys.1, wanted);
+    // The key's timestamps, in CustomTimeZone when one is set.
+    let oldest = plan.local_ms(oldest);
     let mut values = Values {
         arrival_ms: oldest,
         error_output_type,

@@ -515,6 +515,21 @@ class Delivery(Base):
         [key] = wait_for(lambda: self.objects(bucket), timeout=20)
         self.assertRegex(key, r"^year=\d{4}/day=\d{2}/[0-9a-f]{11}/custom-prefix" + SUFFIX + r"\.json$")
 
+    def test_custom_time_zone(self):
+        bucket = self.bucket("zone-bucket")
+        self.create("in-tokyo", bucket, CustomTimeZone="Asia/Tokyo",
+                    BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1})
+        self.firehose.put_record(DeliveryStreamName="in-tokyo", Record={"Data": b"x"})
+        [key] = wait_for(lambda: self.objects(bucket), timeout=20)
+        tokyo = time.gmtime(time.time() + 9 * 3600)
+        self.assertTrue(key.startswith(time.strftime("%Y/%m/%d/%H/", tokyo)), key)
+        described = self.firehose.describe_delivery_stream(DeliveryStreamName="in-tokyo")[
+            "DeliveryStreamDescription"]["Destinations"][0]["ExtendedS3DestinationDescription"]
+        self.assertEqual(described["CustomTimeZone"], "Asia/Tokyo")
+        code, _ = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="nowhere-zone",
+                             ExtendedS3DestinationConfiguration=s3_destination("b-1", CustomTimeZone="Mars/Olympus"))
+        self.assertEqual(code, "InvalidArgumentException")
+
     def test_append_delimiter_processor(self):
         bucket = self.bucket("delimiter-bucket")
         self.create("delimited", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
