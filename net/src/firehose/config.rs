@@ -16,8 +16,9 @@ use crate::aws::ApiError;
 pub const DESTINATION_ID: &str = "destinationId-000000000001";
 
 /// Destinations Millrace delivers to (named in the refusal of the others).
-pub const SUPPORTED_DESTINATIONS: &str =
-    "ExtendedS3DestinationConfiguration, S3DestinationConfiguration, HttpEndpointDestinationConfiguration";
+pub const SUPPORTED_DESTINATIONS: &str = "ExtendedS3DestinationConfiguration, S3DestinationConfiguration, \
+     HttpEndpointDestinationConfiguration, AmazonopensearchserviceDestinationConfiguration, \
+     ElasticsearchDestinationConfiguration";
 
 /// Every destination member a request may carry, with whether it is served here.
 const DESTINATIONS: [(&str, bool); 10] = [
@@ -25,8 +26,8 @@ const DESTINATIONS: [(&str, bool); 10] = [
     ("S3DestinationConfiguration", true),
     ("HttpEndpointDestinationConfiguration", true),
     ("SplunkDestinationConfiguration", false),
-    ("ElasticsearchDestinationConfiguration", false),
-    ("AmazonopensearchserviceDestinationConfiguration", false),
+    ("ElasticsearchDestinationConfiguration", true),
+    ("AmazonopensearchserviceDestinationConfiguration", true),
     ("AmazonOpenSearchServerlessDestinationConfiguration", false),
     ("RedshiftDestinationConfiguration", false),
     ("SnowflakeDestinationConfiguration", false),
@@ -48,6 +49,23 @@ pub enum DestinationKind {
     /// `HttpEndpointDestinationDescription`, with its S3 backup under `S3Configuration` and
     /// the endpoint's access key, which Describe never shows.
     Http,
+    /// `AmazonopensearchserviceDestinationDescription`: an OpenSearch (or Elasticsearch)
+    /// cluster's bulk API at `ClusterEndpoint`, its S3 backup under `S3Configuration`.
+    OpenSearch,
+    /// `ElasticsearchDestinationDescription`: the same, named as the older API names it.
+    Elasticsearch,
+}
+
+impl DestinationKind {
+    /// The member DescribeDeliveryStream names it with.
+    pub fn description_member(self) -> &'static str {
+        match self {
+            DestinationKind::S3 => "ExtendedS3DestinationDescription",
+            DestinationKind::Http => "HttpEndpointDestinationDescription",
+            DestinationKind::OpenSearch => "AmazonopensearchserviceDestinationDescription",
+            DestinationKind::Elasticsearch => "ElasticsearchDestinationDescription",
+        }
+    }
 }
 
 /// A destination as stored.
@@ -65,7 +83,7 @@ impl Destination {
             DestinationKind::S3 => entry
                 .with("S3DestinationDescription", legacy_description(&self.stored))
                 .with("ExtendedS3DestinationDescription", self.stored.clone()),
-            DestinationKind::Http => {
+            DestinationKind::Http | DestinationKind::OpenSearch | DestinationKind::Elasticsearch => {
                 let Value::Map(members) = &self.stored else { return entry };
                 let described: Vec<(String, Value)> = members
                     .iter()
@@ -82,7 +100,7 @@ impl Destination {
                         _ => (name.clone(), value.clone()),
                     })
                     .collect();
-                entry.with("HttpEndpointDestinationDescription", Value::Map(described))
+                entry.with(self.kind.description_member(), Value::Map(described))
             }
         }
     }
@@ -107,6 +125,12 @@ pub fn destination_of_create(request: Request<'_>) -> Result<Destination, ApiErr
                 "HttpEndpointDestinationConfiguration" => {
                     Destination { kind: DestinationKind::Http, stored: http_endpoint(config, &base)? }
                 }
+                "AmazonopensearchserviceDestinationConfiguration" => {
+                    Destination { kind: DestinationKind::OpenSearch, stored: opensearch(config, &base)? }
+                }
+                "ElasticsearchDestinationConfiguration" => {
+                    Destination { kind: DestinationKind::Elasticsearch, stored: opensearch(config, &base)? }
+                }
                 _ => Destination { kind: DestinationKind::S3, stored: extended_s3(config, &base)? },
             })
         }
@@ -118,15 +142,15 @@ pub fn destination_of_create(request: Request<'_>) -> Result<Destination, ApiErr
 /// create. `ExtendedS3DestinationUpdate` and the legacy `S3DestinationUpdate` update an S3
 /// destination, `HttpEndpointDestinationUpdate` an HTTP endpoint (its `S3Update` the backup).
 pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Result<Destination, ApiError> {
-    const UPDATES: [(&str, DestinationKind); 3] = [
+    const UPDATES: [(&str, DestinationKind); 5] = [
         ("ExtendedS3DestinationUpdate", DestinationKind::S3),
         ("S3DestinationUpdate", DestinationKind::S3),
         ("HttpEndpointDestinationUpdate", DestinationKind::Http),
+        ("AmazonopensearchserviceDestinationUpdate", DestinationKind::OpenSearch),
+        ("ElasticsearchDestinationUpdate", DestinationKind::Elasticsearch),
     ];
     for other in [
         "SplunkDestinationUpdate",
-        "ElasticsearchDestinationUpdate",
-        "AmazonopensearchserviceDestinationUpdate",
         "AmazonOpenSearchServerlessDestinationUpdate",
         "RedshiftDestinationUpdate",
         "SnowflakeDestinationUpdate",
@@ -171,7 +195,7 @@ pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Resu
             extended_s3(Request::new(Protocol::Json, &merged), &base)
                 .map(|stored| Destination { kind, stored })
         }
-        DestinationKind::Http => {
+        DestinationKind::Http | DestinationKind::OpenSearch | DestinationKind::Elasticsearch => {
             let mut update = update.value.clone();
             if let Value::Map(members) = &mut update {
                 for (name, _) in members.iter_mut() {
@@ -181,8 +205,12 @@ pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Resu
                 }
             }
             merge(&mut merged, &update);
-            http_endpoint(Request::new(Protocol::Json, &merged), &base)
-                .map(|stored| Destination { kind, stored })
+            let merged = Request::new(Protocol::Json, &merged);
+            match kind {
+                DestinationKind::Http => http_endpoint(merged, &base),
+                _ => opensearch(merged, &base),
+            }
+            .map(|stored| Destination { kind, stored })
         }
     }
 }
@@ -565,6 +593,168 @@ fn http_endpoint(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         .with("S3Configuration", backup))
 }
 
+/// `IndexRotationPeriod` values; the default rotates daily.
+const ROTATIONS: [&str; 5] = ["NoRotation", "OneHour", "OneDay", "OneWeek", "OneMonth"];
+/// OpenSearch buffering: `SizeInMBs` at most.
+pub const OPENSEARCH_SIZE_MB_MAX: i64 = 100;
+
+/// An OpenSearch (or Elasticsearch) destination configuration to what is stored.
+fn opensearch(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
+    let role = config
+        .str_opt("RoleARN")?
+        .ok_or_else(|| validation(&field(base, "RoleARN"), "Member must not be null"))?;
+    if !role_ok(role) {
+        return Err(validation(
+            &field(base, "RoleARN"),
+            "Member must satisfy regular expression pattern: arn:.*:iam::\\d{12}:role/[a-zA-Z_0-9+=,.@\\-_/]+",
+        ));
+    }
+    let endpoint = config.str_opt("ClusterEndpoint")?;
+    match (config.str_opt("DomainARN")?, endpoint) {
+        (Some(_), Some(_)) => return Err(invalid("Specify either DomainARN or ClusterEndpoint, not both")),
+        (Some(domain), None) => {
+            return Err(invalid(format!(
+                "DomainARN {domain} names an Amazon OpenSearch Service domain, which this server cannot reach; give \
+                 the cluster's URL as ClusterEndpoint (http:// or https://)"
+            )))
+        }
+        (None, None) => return Err(invalid("Either DomainARN or ClusterEndpoint is required")),
+        (None, Some(url)) => {
+            if url.len() > 512 || super::http::Target::parse(url).is_err() {
+                return Err(validation(
+                    &field(base, "ClusterEndpoint"),
+                    "Member must satisfy regular expression pattern: https?://.* and have length at most 512",
+                ));
+            }
+        }
+    }
+    let index = config
+        .str_opt("IndexName")?
+        .ok_or_else(|| validation(&field(base, "IndexName"), "Member must not be null"))?;
+    if index.is_empty()
+        || index.chars().count() > 80
+        || index.starts_with(['_', '-', '+'])
+        || index != index.to_lowercase()
+        || index.contains([' ', ',', '"', '*', '\\', '<', '>', '|', '?', '/', '#'])
+    {
+        return Err(validation(
+            &field(base, "IndexName"),
+            "Member must be 1-80 characters, lowercase, without spaces or ,\"*\\<>|?/#, not starting with _ - +",
+        ));
+    }
+    let type_name = config.str_opt("TypeName")?.filter(|name| !name.is_empty());
+    let rotation = config.str_opt("IndexRotationPeriod")?.unwrap_or("OneDay");
+    if !ROTATIONS.contains(&rotation) {
+        return Err(validation(
+            &field(base, "IndexRotationPeriod"),
+            "Member must satisfy enum value set: [NoRotation, OneHour, OneDay, OneWeek, OneMonth]",
+        ));
+    }
+    let hints = hints(config, base, OPENSEARCH_SIZE_MB_MAX)?;
+    let retry = match config.structure_opt("RetryOptions")? {
+        Some(options) => options.int_opt("DurationInSeconds")?.unwrap_or(HTTP_RETRY_S_DEFAULT),
+        None => HTTP_RETRY_S_DEFAULT,
+    };
+    if !(0..=HTTP_RETRY_S_MAX).contains(&retry) {
+        return Err(validation(
+            &format!("{base}.retryOptions.durationInSeconds"),
+            &format!("Member must have value between 0 and {HTTP_RETRY_S_MAX}"),
+        ));
+    }
+    let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("FailedDocumentsOnly");
+    if !matches!(backup_mode, "FailedDocumentsOnly" | "AllDocuments") {
+        return Err(validation(
+            &field(base, "S3BackupMode"),
+            "Member must satisfy enum value set: [FailedDocumentsOnly, AllDocuments]",
+        ));
+    }
+    let ids = match config.structure_opt("DocumentIdOptions")? {
+        Some(options) => options.str_req("DefaultDocumentIdFormat")?,
+        None => "FIREHOSE_DEFAULT",
+    };
+    if !matches!(ids, "FIREHOSE_DEFAULT" | "NO_DOCUMENT_ID") {
+        return Err(validation(
+            &format!("{base}.documentIdOptions.defaultDocumentIdFormat"),
+            "Member must satisfy enum value set: [FIREHOSE_DEFAULT, NO_DOCUMENT_ID]",
+        ));
+    }
+    let processing = match config.structure_opt("ProcessingConfiguration")? {
+        None => None,
+        Some(processing) => {
+            processors(processing, &format!("{base}.processingConfiguration"))?;
+            Some(processing.value.clone())
+        }
+    };
+    let logging = match config.member("CloudWatchLoggingOptions") {
+        Some(value @ Value::Map(_)) => value.clone(),
+        _ => Value::map().with("Enabled", false),
+    };
+    let backup = config
+        .structure_opt("S3Configuration")?
+        .ok_or_else(|| validation(&field(base, "S3Configuration"), "Member must not be null"))?;
+    let backup = extended_s3(backup, &field(base, "S3Configuration"))?;
+    Ok(Value::map()
+        .with("RoleARN", role)
+        .with_opt("ClusterEndpoint", endpoint)
+        .with("IndexName", index)
+        .with_opt("TypeName", type_name)
+        .with("IndexRotationPeriod", rotation)
+        .with("BufferingHints", Value::map().with("SizeInMBs", hints.0).with("IntervalInSeconds", hints.1))
+        .with("RetryOptions", Value::map().with("DurationInSeconds", retry))
+        .with("S3BackupMode", backup_mode)
+        .with("S3Configuration", backup)
+        .with_opt("ProcessingConfiguration", processing)
+        .with("CloudWatchLoggingOptions", logging)
+        .with("DocumentIdOptions", Value::map().with("DefaultDocumentIdFormat", ids)))
+}
+
+/// What the delivery worker needs of an OpenSearch cluster.
+#[derive(Debug)]
+pub struct OpenSearchPlan {
+    /// `{ClusterEndpoint}/_bulk`.
+    pub bulk_url: String,
+    pub index: String,
+    pub type_name: Option<String>,
+    pub rotation: &'static str,
+    pub size_bytes: usize,
+    pub interval_ms: i64,
+    pub retry_ms: i64,
+    pub all_documents_backup: bool,
+    /// FIREHOSE_DEFAULT: each document's id derives from its record, so that a retry
+    /// overwrites instead of duplicating.
+    pub document_ids: bool,
+    pub processors: Processors,
+    pub backup: S3Plan,
+}
+
+impl OpenSearchPlan {
+    /// The index a record arriving at `arrival_ms` goes to: the name with its rotation's
+    /// suffix (UTC), as Firehose appends it.
+    pub fn index_for(&self, arrival_ms: i64) -> String {
+        let pattern = match self.rotation {
+            "OneHour" => "-yyyy-MM-dd-HH",
+            "OneDay" => "-yyyy-MM-dd",
+            "OneMonth" => "-yyyy-MM",
+            "OneWeek" => {
+                let days = arrival_ms.div_euclid(86_400_000);
+                // ISO week: the Thursday of the week decides its year.
+                let weekday = (days + 3).rem_euclid(7); // 0 = Monday
+                let thursday = days - weekday + 3;
+                let (year, _, _) = crate::aws::sigv4::civil_from_days(thursday);
+                let first = crate::aws::sigv4::days_from_civil(year, 1, 4);
+                let first_monday = first - (first + 3).rem_euclid(7);
+                let week = (days - weekday - first_monday) / 7 + 1;
+                return format!("{}-{year}-w{week}", self.index);
+            }
+            _ => return self.index.clone(),
+        };
+        let suffix = super::prefix::DatePattern::parse(&pattern.replace('-', "'-'"))
+            .map(|pattern| pattern.render(arrival_ms))
+            .unwrap_or_default();
+        format!("{}{suffix}", self.index)
+    }
+}
+
 /// The processors this server runs, with their parameters checked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Processors {
@@ -812,6 +1002,7 @@ pub struct HttpPlan {
 pub enum Plan {
     S3(S3Plan),
     Http(HttpPlan),
+    OpenSearch(OpenSearchPlan),
 }
 
 impl Plan {
@@ -819,6 +1010,7 @@ impl Plan {
         match self {
             Plan::S3(plan) => plan.size_bytes,
             Plan::Http(plan) => plan.size_bytes,
+            Plan::OpenSearch(plan) => plan.size_bytes,
         }
     }
 
@@ -826,6 +1018,7 @@ impl Plan {
         match self {
             Plan::S3(plan) => plan.interval_ms,
             Plan::Http(plan) => plan.interval_ms,
+            Plan::OpenSearch(plan) => plan.interval_ms,
         }
     }
 
@@ -833,7 +1026,7 @@ impl Plan {
     pub fn max_records(&self) -> usize {
         match self {
             Plan::S3(_) => usize::MAX,
-            Plan::Http(_) => 10_000,
+            Plan::Http(_) | Plan::OpenSearch(_) => 10_000,
         }
     }
 
@@ -841,6 +1034,7 @@ impl Plan {
         match self {
             Plan::S3(plan) => &plan.processors,
             Plan::Http(plan) => &plan.processors,
+            Plan::OpenSearch(plan) => &plan.processors,
         }
     }
 }
@@ -849,6 +1043,36 @@ impl Plan {
 /// a damaged catalog, reported as such).
 pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
     match destination.kind {
+        DestinationKind::OpenSearch | DestinationKind::Elasticsearch => {
+            let config = Request::new(Protocol::Json, &destination.stored);
+            let hints =
+                config.structure_opt("BufferingHints")?.ok_or_else(|| invalid("no BufferingHints"))?;
+            let retry = config.structure_opt("RetryOptions")?.ok_or_else(|| invalid("no RetryOptions"))?;
+            let processors = match config.structure_opt("ProcessingConfiguration")? {
+                Some(processing) => processors(processing, "processingConfiguration")?,
+                None => Processors::default(),
+            };
+            let rotation = config.str_req("IndexRotationPeriod")?;
+            let rotation = ROTATIONS.iter().copied().find(|known| *known == rotation).unwrap_or("OneDay");
+            let backup = config.member("S3Configuration").ok_or_else(|| invalid("no S3Configuration"))?;
+            let endpoint = config.str_req("ClusterEndpoint")?.trim_end_matches('/');
+            Ok(Plan::OpenSearch(OpenSearchPlan {
+                bulk_url: format!("{endpoint}/_bulk"),
+                index: config.str_req("IndexName")?.to_owned(),
+                type_name: config.str_opt("TypeName")?.map(str::to_owned),
+                rotation,
+                size_bytes: (hints.int_req("SizeInMBs")? as usize) << 20,
+                interval_ms: hints.int_req("IntervalInSeconds")? * 1000,
+                retry_ms: retry.int_req("DurationInSeconds")? * 1000,
+                all_documents_backup: config.str_opt("S3BackupMode")? == Some("AllDocuments"),
+                document_ids: config
+                    .structure_opt("DocumentIdOptions")?
+                    .and_then(|options| options.str_opt("DefaultDocumentIdFormat").ok().flatten())
+                    != Some("NO_DOCUMENT_ID"),
+                processors,
+                backup: s3_plan(backup)?,
+            }))
+        }
         DestinationKind::S3 => s3_plan(&destination.stored).map(Plan::S3),
         DestinationKind::Http => {
             let config = Request::new(Protocol::Json, &destination.stored);
@@ -1042,6 +1266,36 @@ mod tests {
         assert_eq!(plan.local_ms(1_782_907_200_000), 1_782_907_200_000 - 4 * 3_600_000);
         assert_eq!(plan.local_ms(1_767_268_800_000), 1_767_268_800_000 - 5 * 3_600_000);
         assert!(tokyo.is_some());
+    }
+
+    #[test]
+    fn opensearch_indexes_rotate_as_firehose_names_them() {
+        let request = json(&format!(
+            r#"{{"AmazonopensearchserviceDestinationConfiguration":{{"RoleARN":"{ROLE}","ClusterEndpoint":"http://127.0.0.1:9200","IndexName":"logs","S3Configuration":{{"RoleARN":"{ROLE}","BucketARN":"arn:aws:s3:::b-1"}}}}}}"#
+        ));
+        let destination = destination_of_create(Request::new(Protocol::Json, &request)).unwrap();
+        let Plan::OpenSearch(mut plan) = plan(&destination).unwrap() else { panic!("an OpenSearch plan") };
+        assert_eq!(plan.bulk_url, "http://127.0.0.1:9200/_bulk");
+        let at = 1_796_154_000_000; // 2026-12-01T19:40:00Z, a Tuesday of ISO week 49
+        assert_eq!(plan.index_for(at), "logs-2026-12-01", "OneDay is the default");
+        for (rotation, index) in [
+            ("OneHour", "logs-2026-12-01-19"),
+            ("OneWeek", "logs-2026-w49"),
+            ("OneMonth", "logs-2026-12"),
+            ("NoRotation", "logs"),
+        ] {
+            plan.rotation = rotation;
+            assert_eq!(plan.index_for(at), index);
+        }
+        plan.rotation = "OneWeek";
+        assert_eq!(plan.index_for(1_767_225_600_000), "logs-2026-w1", "2026-01-01 is in week 1 of 2026");
+        assert_eq!(plan.index_for(1_735_603_200_000), "logs-2025-w1", "2024-12-31 is in week 1 of 2025");
+        let described = destination.describe();
+        let text = String::from_utf8(document::encode(Protocol::Json, &described)).unwrap();
+        assert!(
+            text.contains("AmazonopensearchserviceDestinationDescription")
+                && text.contains("S3DestinationDescription")
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use millrace_core::{Engine, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, StartPosition};
 
 use super::compress::{compress, compress_owned};
-use super::config::{self, HttpPlan, LambdaPlan, Plan, S3Plan, SubRecords};
+use super::config::{self, HttpPlan, LambdaPlan, OpenSearchPlan, Plan, S3Plan, SubRecords};
 use super::deaggregate;
 use super::errors::{Detail, ErrorOutputType, ErrorRecord};
 use super::http::{CallError, Target};
@@ -29,6 +29,7 @@ use super::partition::{Extractor, Keys};
 use super::prefix::Values;
 use super::sink::{Object, Sink};
 use super::spec::Spec;
+use crate::aws::document::{self, Protocol, Value};
 
 /// The cursor's owner name in the delivery stream's own positions.
 pub const OWNER: &str = "firehose-delivery";
@@ -212,6 +213,8 @@ struct Pending {
     data: Vec<u8>,
     /// `metadata.partitionKeys` the Lambda function gave it.
     lambda_keys: Keys,
+    /// Which sub-record of its stored record it is (0 unless de-aggregated).
+    part: u32,
 }
 
 /// A small generator for object names (UUIDs and random strings need no cryptographic
@@ -405,13 +408,14 @@ async fn run(
                         read_any = true;
                         let parts = split(&name, record.data, kinesis_source, splitting.as_ref());
                         ledger.track(index, record.sequence, parts.len() as u32);
-                        for data in parts {
+                        for (part, data) in parts.into_iter().enumerate() {
                             let pending = Pending {
                                 source: index,
                                 sequence: record.sequence,
                                 arrival_ms: record.arrival_ms,
                                 data,
                                 lambda_keys: Vec::new(),
+                                part: part as u32,
                             };
                             if lambda.is_some() {
                                 staged_bytes += pending.data.len();
@@ -893,6 +897,14 @@ async fn deliver(
     let delivered_bytes: usize = records.iter().map(|record| record.data.len()).sum();
     let metrics = &state.metrics;
     match &loaded.plan {
+        Plan::OpenSearch(plan) => {
+            if !index_retrying(engine, sink, name, state, loaded, plan, records, random).await {
+                return false;
+            }
+            metrics.delivery_to_http_success.fetch_add(1, Ordering::Relaxed);
+            metrics.delivery_to_http_records.fetch_add(count as u64, Ordering::Relaxed);
+            metrics.delivery_to_http_bytes.fetch_add(delivered_bytes as u64, Ordering::Relaxed);
+        }
         Plan::S3(plan) => {
             let delimiter = plan.processors.delimiter.as_deref().unwrap_or(b"");
             let payload = payload_of(records, delimiter);
@@ -1094,6 +1106,7 @@ async fn transform(
         let errors = match &loaded.plan {
             Plan::S3(plan) => plan,
             Plan::Http(plan) => &plan.backup,
+            Plan::OpenSearch(plan) => &plan.backup,
         };
         let oldest = failed.iter().map(|(record, ..)| record.arrival_ms).min().unwrap_or(ended_ms);
         let error_type = Some(ErrorOutputType::ProcessingFailed.as_str());
@@ -1108,6 +1121,214 @@ async fn transform(
         }
     }
     Some(outputs)
+}
+
+/// Indexes documents through the bulk API, retrying the ones the cluster did not take (and
+/// whole requests that failed) within `RetryOptions.DurationInSeconds`, then writes what is
+/// left as error records under `AmazonOpenSearchService-failed` in the S3 backup (and, with
+/// `AllDocuments`, every record there too). `false` if the worker stopped.
+#[allow(clippy::too_many_arguments)]
+async fn index_retrying(
+    engine: &Engine,
+    sink: &Sink,
+    name: &str,
+    state: &WorkerState,
+    loaded: &Loaded,
+    plan: &OpenSearchPlan,
+    records: &[Pending],
+    random: &mut SplitMix,
+) -> bool {
+    let target = match Target::parse(&plan.bulk_url) {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("millrace: firehose {name}: {error}");
+            return false;
+        }
+    };
+    let delimiter = plan.processors.delimiter.as_deref().unwrap_or(b"");
+    let ids: Vec<String> =
+        records.iter().map(|record| format!("{}-{}", record.sequence, record.part)).collect();
+    let indexes: Vec<String> = records.iter().map(|record| plan.index_for(record.arrival_ms)).collect();
+    // Documents still to index, with the last reason each failed.
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut reasons: HashMap<usize, (String, String)> = HashMap::new();
+    let mut first_failure: Option<i64> = None;
+    let mut attempts = 0u32;
+    while !pending.is_empty() {
+        attempts += 1;
+        let mut body = Vec::new();
+        for &at in &pending {
+            let mut action = Value::map().with("_index", indexes[at].as_str());
+            if let Some(type_name) = &plan.type_name {
+                action = action.with("_type", type_name.as_str());
+            }
+            if plan.document_ids {
+                action = action.with("_id", ids[at].as_str());
+            }
+            body.extend(document::encode(Protocol::Json, &Value::map().with("index", action)));
+            body.push(b'\n');
+            let mut document = records[at].data.clone();
+            document.extend_from_slice(delimiter);
+            while document.last().is_some_and(|byte| byte.is_ascii_whitespace()) {
+                document.pop();
+            }
+            body.extend(document);
+            body.push(b'\n');
+        }
+        let headers = vec![
+            ("Host".to_owned(), target.host_header.clone()),
+            ("Content-Type".to_owned(), "application/x-ndjson".to_owned()),
+            ("Content-Length".to_owned(), body.len().to_string()),
+        ];
+        let answer = target
+            .call(
+                "POST",
+                &target.path_and_query,
+                &headers,
+                bytes::Bytes::from(body),
+                Duration::from_secs(180),
+                64 << 20,
+            )
+            .await;
+        let mut still = Vec::new();
+        match answer {
+            Ok(answer) if answer.status == 200 => match bulk_failures(&answer.body, pending.len()) {
+                Ok(failures) => {
+                    for (position, failure) in failures.into_iter().enumerate() {
+                        if let Some(reason) = failure {
+                            reasons.insert(pending[position], reason);
+                            still.push(pending[position]);
+                        }
+                    }
+                }
+                Err(why) => {
+                    for &at in &pending {
+                        reasons.insert(at, ("OpenSearch.InvalidResponse".to_owned(), why.clone()));
+                    }
+                    still = pending.clone();
+                }
+            },
+            Ok(answer) => {
+                let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(400)]).into_owned();
+                for &at in &pending {
+                    reasons.insert(
+                        at,
+                        (
+                            "OpenSearch.ServiceException".to_owned(),
+                            format!("The bulk API answered {}: {text}", answer.status),
+                        ),
+                    );
+                }
+                still = pending.clone();
+            }
+            Err(error) => {
+                for &at in &pending {
+                    reasons.insert(at, ("OpenSearch.ConnectionFailed".to_owned(), error.to_string()));
+                }
+                still = pending.clone();
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        state.metrics.delivery_to_http_failures.fetch_add(1, Ordering::Relaxed);
+        let now = engine.now_ms();
+        let since = *first_failure.get_or_insert(now);
+        if now - since >= plan.retry_ms {
+            break;
+        }
+        if attempts <= 3 || attempts.is_power_of_two() {
+            eprintln!(
+                "millrace: firehose {name}: {} documents not indexed (attempt {attempts}); retrying",
+                pending.len()
+            );
+        }
+        let jitter = 0.85 + (random.next() % 300) as f64 / 1000.0;
+        let left = Duration::from_millis((since + plan.retry_ms - now).max(1) as u64);
+        sleep_or_stop(state, http_endpoint::backoff(attempts - 1, jitter).min(left)).await;
+        if state.stopping() {
+            return false;
+        }
+    }
+    let failures = &state.metrics.delivery_to_s3_failures;
+    let oldest = records.iter().map(|record| record.arrival_ms).min().unwrap_or_else(|| engine.now_ms());
+    if !pending.is_empty() {
+        let ended_ms = engine.now_ms();
+        let mut lines = Vec::new();
+        for &at in &pending {
+            let (code, message) = reasons.get(&at).cloned().unwrap_or_default();
+            lines.extend(
+                ErrorRecord {
+                    attempts_made: attempts,
+                    arrival_ms: records[at].arrival_ms,
+                    error_code: &code,
+                    error_message: &message,
+                    attempt_ending_ms: ended_ms,
+                    raw_data: &records[at].data,
+                    detail: Detail::OpenSearch {
+                        document_id: &ids[at],
+                        index_name: &indexes[at],
+                        type_name: plan.type_name.as_deref().unwrap_or(""),
+                    },
+                }
+                .to_json_line(),
+            );
+        }
+        let error_type = Some(ErrorOutputType::OpenSearchFailed.as_str());
+        let key = object_key(name, &plan.backup, loaded.version, oldest, error_type, &EMPTY_KEYS, random);
+        if !put_retrying(sink, name, state, &plan.backup, &key, lines, random, failures).await {
+            return false;
+        }
+        eprintln!(
+            "millrace: firehose {name}: {} documents went to s3://{}/{key}",
+            pending.len(),
+            plan.backup.bucket
+        );
+    }
+    if plan.all_documents_backup {
+        let payload = payload_of(records, plan.backup.processors.delimiter.as_deref().unwrap_or(b""));
+        let key = object_key(name, &plan.backup, loaded.version, oldest, None, &EMPTY_KEYS, random);
+        if !put_retrying(sink, name, state, &plan.backup, &key, payload, random, failures).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// The documents of a bulk answer that were not indexed, in request order, each with its
+/// error code and message (`{"errors": …, "items": [{"index": {"status": …, "error": …}}]}`).
+fn bulk_failures(body: &[u8], sent: usize) -> Result<Vec<Option<(String, String)>>, String> {
+    let value = document::decode(Protocol::Json, body)
+        .map_err(|error| format!("the bulk answer is not JSON: {}", error.message))?;
+    let Some(Value::List(items)) = value.get("items") else {
+        return Err("the bulk answer has no items".to_owned());
+    };
+    if items.len() != sent {
+        return Err(format!("the bulk answer has {} items for {sent} documents", items.len()));
+    }
+    Ok(items
+        .iter()
+        .map(|item| {
+            let action = item.get("index").or_else(|| item.get("create"));
+            let status = match action.and_then(|action| action.get("status")) {
+                Some(Value::Int(status)) => *status,
+                _ => 0,
+            };
+            if (200..300).contains(&status) {
+                return None;
+            }
+            let error = action.and_then(|action| action.get("error"));
+            let kind = match error.and_then(|error| error.get("type")) {
+                Some(Value::Str(kind)) => kind.clone(),
+                _ => format!("status_{status}"),
+            };
+            let message = error
+                .map(|error| String::from_utf8_lossy(&document::encode(Protocol::Json, error)).into_owned())
+                .unwrap_or_else(|| format!("the cluster answered status {status} for the document"));
+            Some((format!("OpenSearch.{kind}"), message))
+        })
+        .collect())
 }
 
 enum HttpOutcome {

@@ -55,6 +55,12 @@ pub enum Detail<'a> {
         subsequence_number: u64,
         data_id: &'a str,
     },
+    /// An OpenSearch or Elasticsearch document the cluster did not index.
+    OpenSearch {
+        document_id: &'a str,
+        index_name: &'a str,
+        type_name: &'a str,
+    },
     /// Dynamic partitioning and anything else: the core fields only.
     Plain,
 }
@@ -98,6 +104,10 @@ impl ErrorRecord<'_> {
                         .with("versionId", table.version_id)
                         .with("catalogArn", table.catalog_arn),
                 ),
+            Detail::OpenSearch { document_id, index_name, type_name } => value
+                .with("esDocumentId", *document_id)
+                .with("esIndexName", *index_name)
+                .with("esTypeName", *type_name),
             Detail::HttpEndpoint { subsequence_number, data_id } => value
                 .with("subsequenceNumber", i64::try_from(*subsequence_number).unwrap_or(i64::MAX))
                 .with("dataId", *data_id),

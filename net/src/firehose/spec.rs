@@ -55,12 +55,17 @@ impl Spec {
     pub fn decode(bytes: &[u8]) -> Result<Spec, ApiError> {
         let value = document::decode(Protocol::Json, bytes)?;
         let spec = Request::new(Protocol::Json, &value);
-        let destination = [DestinationKind::S3, DestinationKind::Http]
-            .into_iter()
-            .find_map(|kind| {
-                spec.member(member_of(kind)).map(|stored| Destination { kind, stored: stored.clone() })
-            })
-            .ok_or_else(|| document::missing("ExtendedS3DestinationDescription"))?;
+        let destination = [
+            DestinationKind::S3,
+            DestinationKind::Http,
+            DestinationKind::OpenSearch,
+            DestinationKind::Elasticsearch,
+        ]
+        .into_iter()
+        .find_map(|kind| {
+            spec.member(member_of(kind)).map(|stored| Destination { kind, stored: stored.clone() })
+        })
+        .ok_or_else(|| document::missing("ExtendedS3DestinationDescription"))?;
         let kinesis_source = match spec.structure_opt("KinesisStreamSource")? {
             Some(source) => Some(KinesisSource {
                 stream: source.str_req("Stream")?.to_owned(),
@@ -91,6 +96,8 @@ fn member_of(kind: DestinationKind) -> &'static str {
     match kind {
         DestinationKind::S3 => "ExtendedS3DestinationDescription",
         DestinationKind::Http => "HttpEndpointDestination",
+        DestinationKind::OpenSearch => "AmazonopensearchserviceDestination",
+        DestinationKind::Elasticsearch => "ElasticsearchDestination",
     }
 }
 

@@ -799,6 +799,99 @@ class Receiver:
         self.server.shutdown()
 
 
+class Bulk:
+    """A local OpenSearch bulk API: refuses documents containing "busy" once with 429, and
+    documents containing "bad" always with a mapper_parsing_exception; indexes the rest."""
+
+    def __init__(self):
+        self.requests, self.indexed, self.busy_seen = [], {}, set()
+        bulk = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                lines = body.decode().split("\n")
+                assert lines[-1] == "", "NDJSON ends with a newline"
+                bulk.requests.append((self.path, dict(self.headers), lines[:-1]))
+                items = []
+                for action, doc in zip(lines[0:-1:2], lines[1:-1:2]):
+                    meta = json.loads(action)["index"]
+                    if "bad" in doc:
+                        items.append({"index": {"status": 400, "error": {"type": "mapper_parsing_exception",
+                                                                        "reason": "failed to parse"}}})
+                    elif "busy" in doc and meta["_id"] not in bulk.busy_seen:
+                        bulk.busy_seen.add(meta["_id"])
+                        items.append({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}})
+                    else:
+                        bulk.indexed[(meta["_index"], meta["_id"])] = json.loads(doc)
+                        items.append({"index": {"_index": meta["_index"], "_id": meta["_id"], "status": 201}})
+                payload = json.dumps({"took": 1, "errors": any(i["index"]["status"] >= 300 for i in items),
+                                      "items": items}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+class OpenSearch(Base):
+    def test_bulk_indexing_retries_rejected_documents_and_backs_up_failed_ones(self):
+        bulk = Bulk()
+        self.addCleanup(bulk.close)
+        backup = self.bucket("opensearch-backup")
+        self.firehose.create_delivery_stream(
+            DeliveryStreamName="to-opensearch",
+            AmazonopensearchserviceDestinationConfiguration={
+                "RoleARN": ROLE, "ClusterEndpoint": bulk.url, "IndexName": "events",
+                "IndexRotationPeriod": "OneDay", "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
+                "RetryOptions": {"DurationInSeconds": 3},
+                "S3Configuration": s3_destination(backup, ErrorOutputPrefix="failed/!{firehose:error-output-type}/"),
+            })
+        self.addCleanup(self.delete_quietly, "to-opensearch")
+        [destination] = self.firehose.describe_delivery_stream(DeliveryStreamName="to-opensearch")[
+            "DeliveryStreamDescription"]["Destinations"]
+        described = destination["AmazonopensearchserviceDestinationDescription"]
+        self.assertEqual((described["IndexName"], described["S3BackupMode"]), ("events", "FailedDocumentsOnly"))
+        self.assertEqual(described["DocumentIdOptions"], {"DefaultDocumentIdFormat": "FIREHOSE_DEFAULT"})
+        docs = [b'{"n":1}', b'{"n":2,"s":"busy"}', b'{"n":3,"s":"bad"}']
+        self.firehose.put_record_batch(DeliveryStreamName="to-opensearch", Records=[{"Data": d} for d in docs])
+        [key] = wait_for(lambda: self.objects(backup), timeout=40)
+        index = time.strftime("events-%Y-%m-%d", time.gmtime())
+        self.assertEqual(sorted(doc["n"] for doc in bulk.indexed.values()), [1, 2], "the 429 was retried")
+        self.assertEqual({name for name, _ in bulk.indexed}, {index})
+        path, headers, lines = bulk.requests[0]
+        self.assertEqual((path, headers["Content-Type"]), ("/_bulk", "application/x-ndjson"))
+        self.assertEqual(len(lines), 6)
+        ids = [json.loads(line)["index"]["_id"] for line in lines[0::2]]
+        self.assertEqual(len(set(ids)), 3, "one id per document")
+        retried = [json.loads(line)["index"]["_id"] for line in bulk.requests[1][2][0::2]]
+        self.assertEqual(set(retried), set(ids[1:]), "a retry sends only what was refused, with the same ids")
+        self.assertRegex(key, r"^failed/AmazonOpenSearchService-failed/to-opensearch" + SUFFIX + "$")
+        [record] = [json.loads(line) for line in self.read(backup, key)[0].splitlines()]
+        self.assertEqual(record["errorCode"], "OpenSearch.mapper_parsing_exception")
+        self.assertEqual(base64.b64decode(record["rawData"]), docs[2])
+        self.assertEqual((record["esIndexName"], record["esDocumentId"]), (index, ids[2]))
+
+    def test_domain_arns_cannot_be_reached(self):
+        code, message = self.error(
+            self.firehose.create_delivery_stream, DeliveryStreamName="domain-arn",
+            ElasticsearchDestinationConfiguration={
+                "RoleARN": ROLE, "DomainARN": "arn:aws:es:us-east-1:123456789012:domain/logs", "IndexName": "logs",
+                "S3Configuration": s3_destination("b-1")})
+        self.assertEqual(code, "InvalidArgumentException")
+        self.assertIn("ClusterEndpoint", message)
+
+
 class HttpEndpoint(Base):
     def http_stream(self, name, receiver, backup_bucket, **extra):
         config = {
