@@ -18,14 +18,14 @@ pub const DESTINATION_ID: &str = "destinationId-000000000001";
 /// Destinations Millrace delivers to (named in the refusal of the others).
 pub const SUPPORTED_DESTINATIONS: &str = "ExtendedS3DestinationConfiguration, S3DestinationConfiguration, \
      HttpEndpointDestinationConfiguration, AmazonopensearchserviceDestinationConfiguration, \
-     ElasticsearchDestinationConfiguration";
+     ElasticsearchDestinationConfiguration, SplunkDestinationConfiguration";
 
 /// Every destination member a request may carry, with whether it is served here.
 const DESTINATIONS: [(&str, bool); 10] = [
     ("ExtendedS3DestinationConfiguration", true),
     ("S3DestinationConfiguration", true),
     ("HttpEndpointDestinationConfiguration", true),
-    ("SplunkDestinationConfiguration", false),
+    ("SplunkDestinationConfiguration", true),
     ("ElasticsearchDestinationConfiguration", true),
     ("AmazonopensearchserviceDestinationConfiguration", true),
     ("AmazonOpenSearchServerlessDestinationConfiguration", false),
@@ -54,6 +54,9 @@ pub enum DestinationKind {
     OpenSearch,
     /// `ElasticsearchDestinationDescription`: the same, named as the older API names it.
     Elasticsearch,
+    /// `SplunkDestinationDescription`: a Splunk HTTP Event Collector with indexer
+    /// acknowledgment, its S3 backup under `S3Configuration`.
+    Splunk,
 }
 
 impl DestinationKind {
@@ -64,6 +67,7 @@ impl DestinationKind {
             DestinationKind::Http => "HttpEndpointDestinationDescription",
             DestinationKind::OpenSearch => "AmazonopensearchserviceDestinationDescription",
             DestinationKind::Elasticsearch => "ElasticsearchDestinationDescription",
+            DestinationKind::Splunk => "SplunkDestinationDescription",
         }
     }
 }
@@ -83,7 +87,10 @@ impl Destination {
             DestinationKind::S3 => entry
                 .with("S3DestinationDescription", legacy_description(&self.stored))
                 .with("ExtendedS3DestinationDescription", self.stored.clone()),
-            DestinationKind::Http | DestinationKind::OpenSearch | DestinationKind::Elasticsearch => {
+            DestinationKind::Http
+            | DestinationKind::OpenSearch
+            | DestinationKind::Elasticsearch
+            | DestinationKind::Splunk => {
                 let Value::Map(members) = &self.stored else { return entry };
                 let described: Vec<(String, Value)> = members
                     .iter()
@@ -131,6 +138,9 @@ pub fn destination_of_create(request: Request<'_>) -> Result<Destination, ApiErr
                 "ElasticsearchDestinationConfiguration" => {
                     Destination { kind: DestinationKind::Elasticsearch, stored: opensearch(config, &base)? }
                 }
+                "SplunkDestinationConfiguration" => {
+                    Destination { kind: DestinationKind::Splunk, stored: splunk(config, &base)? }
+                }
                 _ => Destination { kind: DestinationKind::S3, stored: extended_s3(config, &base)? },
             })
         }
@@ -142,15 +152,15 @@ pub fn destination_of_create(request: Request<'_>) -> Result<Destination, ApiErr
 /// create. `ExtendedS3DestinationUpdate` and the legacy `S3DestinationUpdate` update an S3
 /// destination, `HttpEndpointDestinationUpdate` an HTTP endpoint (its `S3Update` the backup).
 pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Result<Destination, ApiError> {
-    const UPDATES: [(&str, DestinationKind); 5] = [
+    const UPDATES: [(&str, DestinationKind); 6] = [
         ("ExtendedS3DestinationUpdate", DestinationKind::S3),
         ("S3DestinationUpdate", DestinationKind::S3),
         ("HttpEndpointDestinationUpdate", DestinationKind::Http),
         ("AmazonopensearchserviceDestinationUpdate", DestinationKind::OpenSearch),
         ("ElasticsearchDestinationUpdate", DestinationKind::Elasticsearch),
+        ("SplunkDestinationUpdate", DestinationKind::Splunk),
     ];
     for other in [
-        "SplunkDestinationUpdate",
         "AmazonOpenSearchServerlessDestinationUpdate",
         "RedshiftDestinationUpdate",
         "SnowflakeDestinationUpdate",
@@ -195,7 +205,10 @@ pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Resu
             extended_s3(Request::new(Protocol::Json, &merged), &base)
                 .map(|stored| Destination { kind, stored })
         }
-        DestinationKind::Http | DestinationKind::OpenSearch | DestinationKind::Elasticsearch => {
+        DestinationKind::Http
+        | DestinationKind::OpenSearch
+        | DestinationKind::Elasticsearch
+        | DestinationKind::Splunk => {
             let mut update = update.value.clone();
             if let Value::Map(members) = &mut update {
                 for (name, _) in members.iter_mut() {
@@ -208,6 +221,7 @@ pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Resu
             let merged = Request::new(Protocol::Json, &merged);
             match kind {
                 DestinationKind::Http => http_endpoint(merged, &base),
+                DestinationKind::Splunk => splunk(merged, &base),
                 _ => opensearch(merged, &base),
             }
             .map(|stored| Destination { kind, stored })
@@ -708,6 +722,127 @@ fn opensearch(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         .with("DocumentIdOptions", Value::map().with("DefaultDocumentIdFormat", ids)))
 }
 
+/// Splunk buffering: `SizeInMBs` at most, and the interval's default and maximum.
+pub const SPLUNK_SIZE_MB_MAX: i64 = 5;
+pub const SPLUNK_INTERVAL_S_MAX: i64 = 60;
+/// `HECAcknowledgmentTimeoutInSeconds` range and default; `RetryOptions` default.
+pub const SPLUNK_ACK_TIMEOUT_S: (i64, i64) = (180, 600);
+pub const SPLUNK_RETRY_S_DEFAULT: i64 = 3600;
+
+/// A Splunk destination configuration to what is stored.
+fn splunk(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
+    let endpoint = config
+        .str_opt("HECEndpoint")?
+        .ok_or_else(|| validation(&field(base, "HECEndpoint"), "Member must not be null"))?;
+    if endpoint.len() > 2048 || super::http::Target::parse(endpoint).is_err() {
+        return Err(validation(
+            &field(base, "HECEndpoint"),
+            "Member must be an http:// or https:// URL of at most 2048 characters",
+        ));
+    }
+    let endpoint_type = config
+        .str_opt("HECEndpointType")?
+        .ok_or_else(|| validation(&field(base, "HECEndpointType"), "Member must not be null"))?;
+    if !matches!(endpoint_type, "Raw" | "Event") {
+        return Err(validation(
+            &field(base, "HECEndpointType"),
+            "Member must satisfy enum value set: [Raw, Event]",
+        ));
+    }
+    if config.has("SecretsManagerConfiguration") {
+        return Err(invalid(
+            "SecretsManagerConfiguration is not supported by this server; give the HECToken",
+        ));
+    }
+    let token = config.str_opt("HECToken")?.filter(|token| !token.is_empty()).ok_or_else(|| {
+        invalid("HECToken is required (this server has no Secrets Manager to read it from)")
+    })?;
+    if token.len() > 2048 {
+        return Err(validation(
+            &field(base, "HECToken"),
+            "Member must have length less than or equal to 2048",
+        ));
+    }
+    let ack_timeout = config.int_opt("HECAcknowledgmentTimeoutInSeconds")?.unwrap_or(SPLUNK_ACK_TIMEOUT_S.0);
+    if !(SPLUNK_ACK_TIMEOUT_S.0..=SPLUNK_ACK_TIMEOUT_S.1).contains(&ack_timeout) {
+        return Err(validation(
+            &field(base, "HECAcknowledgmentTimeoutInSeconds"),
+            "Member must have value between 180 and 600",
+        ));
+    }
+    let hints = if config.has("BufferingHints") {
+        let hints = hints(config, base, SPLUNK_SIZE_MB_MAX)?;
+        if hints.1 > SPLUNK_INTERVAL_S_MAX {
+            return Err(validation(
+                &format!("{base}.bufferingHints.intervalInSeconds"),
+                "Member must have value between 0 and 60",
+            ));
+        }
+        hints
+    } else {
+        (SPLUNK_SIZE_MB_MAX, SPLUNK_INTERVAL_S_MAX)
+    };
+    let retry = match config.structure_opt("RetryOptions")? {
+        Some(options) => options.int_opt("DurationInSeconds")?.unwrap_or(SPLUNK_RETRY_S_DEFAULT),
+        None => SPLUNK_RETRY_S_DEFAULT,
+    };
+    if !(0..=HTTP_RETRY_S_MAX).contains(&retry) {
+        return Err(validation(
+            &format!("{base}.retryOptions.durationInSeconds"),
+            &format!("Member must have value between 0 and {HTTP_RETRY_S_MAX}"),
+        ));
+    }
+    let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("FailedEventsOnly");
+    if !matches!(backup_mode, "FailedEventsOnly" | "AllEvents") {
+        return Err(validation(
+            &field(base, "S3BackupMode"),
+            "Member must satisfy enum value set: [FailedEventsOnly, AllEvents]",
+        ));
+    }
+    let processing = match config.structure_opt("ProcessingConfiguration")? {
+        None => None,
+        Some(processing) => {
+            processors(processing, &format!("{base}.processingConfiguration"))?;
+            Some(processing.value.clone())
+        }
+    };
+    let logging = match config.member("CloudWatchLoggingOptions") {
+        Some(value @ Value::Map(_)) => value.clone(),
+        _ => Value::map().with("Enabled", false),
+    };
+    let backup = config
+        .structure_opt("S3Configuration")?
+        .ok_or_else(|| validation(&field(base, "S3Configuration"), "Member must not be null"))?;
+    let backup = extended_s3(backup, &field(base, "S3Configuration"))?;
+    Ok(Value::map()
+        .with("HECEndpoint", endpoint)
+        .with("HECEndpointType", endpoint_type)
+        .with("HECToken", token)
+        .with("HECAcknowledgmentTimeoutInSeconds", ack_timeout)
+        .with("S3BackupMode", backup_mode)
+        .with("S3Configuration", backup)
+        .with_opt("ProcessingConfiguration", processing)
+        .with("CloudWatchLoggingOptions", logging)
+        .with("RetryOptions", Value::map().with("DurationInSeconds", retry))
+        .with("BufferingHints", Value::map().with("SizeInMBs", hints.0).with("IntervalInSeconds", hints.1)))
+}
+
+/// What the delivery worker needs of a Splunk HTTP Event Collector.
+#[derive(Debug)]
+pub struct SplunkPlan {
+    /// `{HECEndpoint}/services/collector/raw` or `/event`, and `/services/collector/ack`.
+    pub send_url: String,
+    pub ack_url: String,
+    pub token: String,
+    pub ack_timeout_ms: i64,
+    pub size_bytes: usize,
+    pub interval_ms: i64,
+    pub retry_ms: i64,
+    pub all_events_backup: bool,
+    pub processors: Processors,
+    pub backup: S3Plan,
+}
+
 /// What the delivery worker needs of an OpenSearch cluster.
 #[derive(Debug)]
 pub struct OpenSearchPlan {
@@ -1003,6 +1138,7 @@ pub enum Plan {
     S3(S3Plan),
     Http(HttpPlan),
     OpenSearch(OpenSearchPlan),
+    Splunk(SplunkPlan),
 }
 
 impl Plan {
@@ -1011,6 +1147,7 @@ impl Plan {
             Plan::S3(plan) => plan.size_bytes,
             Plan::Http(plan) => plan.size_bytes,
             Plan::OpenSearch(plan) => plan.size_bytes,
+            Plan::Splunk(plan) => plan.size_bytes,
         }
     }
 
@@ -1019,6 +1156,7 @@ impl Plan {
             Plan::S3(plan) => plan.interval_ms,
             Plan::Http(plan) => plan.interval_ms,
             Plan::OpenSearch(plan) => plan.interval_ms,
+            Plan::Splunk(plan) => plan.interval_ms,
         }
     }
 
@@ -1026,7 +1164,7 @@ impl Plan {
     pub fn max_records(&self) -> usize {
         match self {
             Plan::S3(_) => usize::MAX,
-            Plan::Http(_) | Plan::OpenSearch(_) => 10_000,
+            Plan::Http(_) | Plan::OpenSearch(_) | Plan::Splunk(_) => 10_000,
         }
     }
 
@@ -1035,6 +1173,7 @@ impl Plan {
             Plan::S3(plan) => &plan.processors,
             Plan::Http(plan) => &plan.processors,
             Plan::OpenSearch(plan) => &plan.processors,
+            Plan::Splunk(plan) => &plan.processors,
         }
     }
 }
@@ -1043,6 +1182,31 @@ impl Plan {
 /// a damaged catalog, reported as such).
 pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
     match destination.kind {
+        DestinationKind::Splunk => {
+            let config = Request::new(Protocol::Json, &destination.stored);
+            let hints =
+                config.structure_opt("BufferingHints")?.ok_or_else(|| invalid("no BufferingHints"))?;
+            let retry = config.structure_opt("RetryOptions")?.ok_or_else(|| invalid("no RetryOptions"))?;
+            let processors = match config.structure_opt("ProcessingConfiguration")? {
+                Some(processing) => processors(processing, "processingConfiguration")?,
+                None => Processors::default(),
+            };
+            let backup = config.member("S3Configuration").ok_or_else(|| invalid("no S3Configuration"))?;
+            let endpoint = config.str_req("HECEndpoint")?.trim_end_matches('/');
+            let kind = if config.str_req("HECEndpointType")? == "Raw" { "raw" } else { "event" };
+            Ok(Plan::Splunk(SplunkPlan {
+                send_url: format!("{endpoint}/services/collector/{kind}"),
+                ack_url: format!("{endpoint}/services/collector/ack"),
+                token: config.str_req("HECToken")?.to_owned(),
+                ack_timeout_ms: config.int_req("HECAcknowledgmentTimeoutInSeconds")? * 1000,
+                size_bytes: (hints.int_req("SizeInMBs")? as usize) << 20,
+                interval_ms: hints.int_req("IntervalInSeconds")? * 1000,
+                retry_ms: retry.int_req("DurationInSeconds")? * 1000,
+                all_events_backup: config.str_opt("S3BackupMode")? == Some("AllEvents"),
+                processors,
+                backup: s3_plan(backup)?,
+            }))
+        }
         DestinationKind::OpenSearch | DestinationKind::Elasticsearch => {
             let config = Request::new(Protocol::Json, &destination.stored);
             let hints =

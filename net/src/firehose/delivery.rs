@@ -17,7 +17,7 @@ use std::time::Duration;
 use millrace_core::{Engine, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, StartPosition};
 
 use super::compress::{compress, compress_owned};
-use super::config::{self, HttpPlan, LambdaPlan, OpenSearchPlan, Plan, S3Plan, SubRecords};
+use super::config::{self, HttpPlan, LambdaPlan, OpenSearchPlan, Plan, S3Plan, SplunkPlan, SubRecords};
 use super::deaggregate;
 use super::errors::{Detail, ErrorOutputType, ErrorRecord};
 use super::http::{CallError, Target};
@@ -897,6 +897,14 @@ async fn deliver(
     let delivered_bytes: usize = records.iter().map(|record| record.data.len()).sum();
     let metrics = &state.metrics;
     match &loaded.plan {
+        Plan::Splunk(plan) => {
+            if !splunk_retrying(engine, sink, name, state, loaded, plan, records, random).await {
+                return false;
+            }
+            metrics.delivery_to_http_success.fetch_add(1, Ordering::Relaxed);
+            metrics.delivery_to_http_records.fetch_add(count as u64, Ordering::Relaxed);
+            metrics.delivery_to_http_bytes.fetch_add(delivered_bytes as u64, Ordering::Relaxed);
+        }
         Plan::OpenSearch(plan) => {
             if !index_retrying(engine, sink, name, state, loaded, plan, records, random).await {
                 return false;
@@ -1107,6 +1115,7 @@ async fn transform(
             Plan::S3(plan) => plan,
             Plan::Http(plan) => &plan.backup,
             Plan::OpenSearch(plan) => &plan.backup,
+            Plan::Splunk(plan) => &plan.backup,
         };
         let oldest = failed.iter().map(|(record, ..)| record.arrival_ms).min().unwrap_or(ended_ms);
         let error_type = Some(ErrorOutputType::ProcessingFailed.as_str());
@@ -1290,6 +1299,168 @@ async fn index_retrying(
         let payload = payload_of(records, plan.backup.processors.delimiter.as_deref().unwrap_or(b""));
         let key = object_key(name, &plan.backup, loaded.version, oldest, None, &EMPTY_KEYS, random);
         if !put_retrying(sink, name, state, &plan.backup, &key, payload, random, failures).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends events to a Splunk HTTP Event Collector as Firehose does, with indexer
+/// acknowledgment: `POST …/services/collector/raw|event` with `Authorization: Splunk TOKEN`
+/// and an `X-Splunk-Request-Channel`, then `POST …/services/collector/ack` with the answer's
+/// `ackId` until Splunk says the events are indexed (within
+/// `HECAcknowledgmentTimeoutInSeconds`). Failures are retried within `RetryOptions`, then
+/// written under `splunk-failed` in the S3 backup (with `AllEvents`, every event there too).
+#[allow(clippy::too_many_arguments)]
+async fn splunk_retrying(
+    engine: &Engine,
+    sink: &Sink,
+    name: &str,
+    state: &WorkerState,
+    loaded: &Loaded,
+    plan: &SplunkPlan,
+    records: &[Pending],
+    random: &mut SplitMix,
+) -> bool {
+    let (send, ack) = match (Target::parse(&plan.send_url), Target::parse(&plan.ack_url)) {
+        (Ok(send), Ok(ack)) => (send, ack),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("millrace: firehose {name}: {error}");
+            return false;
+        }
+    };
+    let channel = key::uuid_v4(random.bytes());
+    let payload =
+        bytes::Bytes::from(payload_of(records, plan.processors.delimiter.as_deref().unwrap_or(b"")));
+    let headers = |target: &Target, length: usize| {
+        vec![
+            ("Host".to_owned(), target.host_header.clone()),
+            ("Authorization".to_owned(), format!("Splunk {}", plan.token)),
+            ("X-Splunk-Request-Channel".to_owned(), channel.clone()),
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("Content-Length".to_owned(), length.to_string()),
+        ]
+    };
+    let mut first_failure: Option<i64> = None;
+    let mut attempts = 0u32;
+    let failed = loop {
+        attempts += 1;
+        let outcome: Result<(), (&'static str, String)> = async {
+            let answer = send
+                .call("POST", &send.path_and_query, &headers(&send, payload.len()), payload.clone(), Duration::from_secs(180), 1 << 20)
+                .await
+                .map_err(|error| match error {
+                    CallError::Timeout(_) => ("Splunk.ConnectionTimeout", error.to_string()),
+                    CallError::Connect(_) => ("Splunk.ConnectionRefused", error.to_string()),
+                    _ => ("Splunk.ConnectionClosed", error.to_string()),
+                })?;
+            let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(400)]).into_owned();
+            match answer.status {
+                200 => {}
+                401 | 403 => return Err(("Splunk.InvalidToken", format!("The HEC answered {}: {text}", answer.status))),
+                400 => return Err(("Splunk.InvalidDataFormat", format!("The HEC answered 400: {text}"))),
+                status => return Err(("Splunk.ServerError", format!("The HEC answered {status}: {text}"))),
+            }
+            let ack_id = match document::decode(Protocol::Json, &answer.body).ok().and_then(|value| value.get("ackId").cloned()) {
+                Some(Value::Int(id)) => id,
+                _ => {
+                    return Err((
+                        "Splunk.InvalidAckResponse",
+                        format!("The HEC answered without an ackId (is indexer acknowledgment on for the token?): {text}"),
+                    ))
+                }
+            };
+            // Poll the acknowledgment until it is true or the timeout passes.
+            let deadline = engine.now_ms() + plan.ack_timeout_ms;
+            let query = document::encode(Protocol::Json, &Value::map().with("acks", Value::List(vec![Value::Int(ack_id)])));
+            let query = bytes::Bytes::from(query);
+            loop {
+                let answer = ack
+                    .call("POST", &ack.path_and_query, &headers(&ack, query.len()), query.clone(), Duration::from_secs(60), 1 << 20)
+                    .await
+                    .map_err(|error| ("Splunk.AckTimeout", error.to_string()))?;
+                let acked = document::decode(Protocol::Json, &answer.body)
+                    .ok()
+                    .and_then(|value| value.get("acks").and_then(|acks| acks.get(&ack_id.to_string())).cloned());
+                if answer.status == 200 && acked == Some(Value::Bool(true)) {
+                    return Ok(());
+                }
+                if engine.now_ms() >= deadline {
+                    return Err((
+                        "Splunk.AckTimeout",
+                        "Did not receive an acknowledgement from HEC before the HEC acknowledgement timeout expired. \
+                         Despite the acknowledgement timeout, it's possible the data was indexed successfully in Splunk. \
+                         Firehose backs up in Amazon S3 data for which the acknowledgement timeout expired."
+                            .to_owned(),
+                    ));
+                }
+                sleep_or_stop(state, Duration::from_millis(200)).await;
+                if state.stopping() {
+                    return Err(("Splunk.AckTimeout", "the worker stopped".to_owned()));
+                }
+            }
+        }
+        .await;
+        let (code, message) = match outcome {
+            Ok(()) => break None,
+            Err(failure) => failure,
+        };
+        if state.stopping() {
+            return false;
+        }
+        state.metrics.delivery_to_http_failures.fetch_add(1, Ordering::Relaxed);
+        let now = engine.now_ms();
+        let since = *first_failure.get_or_insert(now);
+        if now - since >= plan.retry_ms {
+            break Some((code, message, now));
+        }
+        if attempts <= 3 || attempts.is_power_of_two() {
+            eprintln!("millrace: firehose {name}: Splunk attempt {attempts}: {code}: {message}");
+        }
+        let jitter = 0.85 + (random.next() % 300) as f64 / 1000.0;
+        let left = Duration::from_millis((since + plan.retry_ms - now).max(1) as u64);
+        sleep_or_stop(state, http_endpoint::backoff(attempts - 1, jitter).min(left)).await;
+        if state.stopping() {
+            return false;
+        }
+    };
+    let failures = &state.metrics.delivery_to_s3_failures;
+    let oldest = records.iter().map(|record| record.arrival_ms).min().unwrap_or_else(|| engine.now_ms());
+    if let Some((code, message, ended_ms)) = failed {
+        let mut lines = Vec::new();
+        for record in records {
+            let data_id = format!("{}.{}", record.sequence, record.part);
+            lines.extend(
+                ErrorRecord {
+                    attempts_made: attempts,
+                    arrival_ms: record.arrival_ms,
+                    error_code: code,
+                    error_message: &message,
+                    attempt_ending_ms: ended_ms,
+                    raw_data: &record.data,
+                    detail: Detail::Splunk {
+                        subsequence_number: u64::from(record.part),
+                        data_id: &data_id,
+                        event_id: &data_id,
+                    },
+                }
+                .to_json_line(),
+            );
+        }
+        let error_type = Some(ErrorOutputType::SplunkFailed.as_str());
+        let key = object_key(name, &plan.backup, loaded.version, oldest, error_type, &EMPTY_KEYS, random);
+        if !put_retrying(sink, name, state, &plan.backup, &key, lines, random, failures).await {
+            return false;
+        }
+        eprintln!(
+            "millrace: firehose {name}: {} events went to s3://{}/{key}: {code}",
+            records.len(),
+            plan.backup.bucket
+        );
+    }
+    if plan.all_events_backup {
+        let key = object_key(name, &plan.backup, loaded.version, oldest, None, &EMPTY_KEYS, random);
+        if !put_retrying(sink, name, state, &plan.backup, &key, payload.to_vec(), random, failures).await {
             return false;
         }
     }

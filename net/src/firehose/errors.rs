@@ -55,6 +55,12 @@ pub enum Detail<'a> {
         subsequence_number: u64,
         data_id: &'a str,
     },
+    /// Events a Splunk HTTP Event Collector did not acknowledge.
+    Splunk {
+        subsequence_number: u64,
+        data_id: &'a str,
+        event_id: &'a str,
+    },
     /// An OpenSearch or Elasticsearch document the cluster did not index.
     OpenSearch {
         document_id: &'a str,
@@ -104,6 +110,10 @@ impl ErrorRecord<'_> {
                         .with("versionId", table.version_id)
                         .with("catalogArn", table.catalog_arn),
                 ),
+            Detail::Splunk { subsequence_number, data_id, event_id } => value
+                .with("subsequenceNumber", i64::try_from(*subsequence_number).unwrap_or(i64::MAX))
+                .with("dataId", *data_id)
+                .with("EventId", *event_id),
             Detail::OpenSearch { document_id, index_name, type_name } => value
                 .with("esDocumentId", *document_id)
                 .with("esIndexName", *index_name)

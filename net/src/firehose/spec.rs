@@ -60,6 +60,7 @@ impl Spec {
             DestinationKind::Http,
             DestinationKind::OpenSearch,
             DestinationKind::Elasticsearch,
+            DestinationKind::Splunk,
         ]
         .into_iter()
         .find_map(|kind| {
@@ -98,6 +99,7 @@ fn member_of(kind: DestinationKind) -> &'static str {
         DestinationKind::Http => "HttpEndpointDestination",
         DestinationKind::OpenSearch => "AmazonopensearchserviceDestination",
         DestinationKind::Elasticsearch => "ElasticsearchDestination",
+        DestinationKind::Splunk => "SplunkDestination",
     }
 }
 

@@ -844,6 +844,96 @@ class Bulk:
         self.server.shutdown()
 
 
+class Hec:
+    """A local Splunk HTTP Event Collector with indexer acknowledgment: each POST to
+    /services/collector/raw or /event gets an ackId, which /services/collector/ack reports as
+    indexed on the second poll. Only the token "hec-token" is accepted."""
+
+    def __init__(self):
+        self.events, self.requests, self.polls = [], [], {}
+        hec = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, document):
+                payload = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hec.requests.append((self.path, dict(self.headers)))
+                if self.headers.get("Authorization") != "Splunk hec-token":
+                    return self.answer(403, {"text": "Invalid token", "code": 4})
+                if self.path == "/services/collector/ack":
+                    answers = {}
+                    for ack in json.loads(body)["acks"]:
+                        hec.polls[ack] = hec.polls.get(ack, 0) + 1
+                        answers[str(ack)] = hec.polls[ack] >= 2
+                    return self.answer(200, {"acks": answers})
+                hec.events.append((self.path, body))
+                return self.answer(200, {"text": "Success", "code": 0, "ackId": len(hec.events)})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+class Splunk(Base):
+    def splunk_stream(self, name, hec, backup, token="hec-token", **extra):
+        config = {"HECEndpoint": hec.url, "HECEndpointType": "Event", "HECToken": token,
+                  "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
+                  "S3Configuration": s3_destination(backup, ErrorOutputPrefix="failed/!{firehose:error-output-type}/")}
+        config.update(extra)
+        self.firehose.create_delivery_stream(DeliveryStreamName=name, SplunkDestinationConfiguration=config)
+        self.addCleanup(self.delete_quietly, name)
+
+    def test_events_sent_and_acknowledged(self):
+        hec = Hec()
+        self.addCleanup(hec.close)
+        backup = self.bucket("splunk-backup")
+        self.splunk_stream("to-splunk", hec, backup)
+        described = self.firehose.describe_delivery_stream(DeliveryStreamName="to-splunk")[
+            "DeliveryStreamDescription"]["Destinations"][0]["SplunkDestinationDescription"]
+        self.assertEqual((described["HECEndpointType"], described["HECAcknowledgmentTimeoutInSeconds"],
+                          described["S3BackupMode"]), ("Event", 180, "FailedEventsOnly"))
+        self.assertEqual(described["RetryOptions"], {"DurationInSeconds": 3600})
+        events = [b'{"event":"one"}', b'{"event":"two"}']
+        self.firehose.put_record_batch(DeliveryStreamName="to-splunk", Records=[{"Data": e} for e in events])
+        self.assertTrue(wait_for(lambda: any(path == "/services/collector/ack" and hec.polls.get(1, 0) >= 2
+                                             for path, _ in hec.requests), timeout=20))
+        [(path, body)] = hec.events
+        self.assertEqual((path, body), ("/services/collector/event", b"".join(events)))
+        channels = {headers["X-Splunk-Request-Channel"] for _, headers in hec.requests}
+        self.assertEqual(len(channels), 1, "send and acknowledgment share one channel")
+        time.sleep(2)
+        self.assertEqual(len(hec.events), 1, "acknowledged, so not sent again")
+        self.assertEqual(self.objects(backup), [])
+
+    def test_a_refused_token_ends_in_splunk_failed(self):
+        hec = Hec()
+        self.addCleanup(hec.close)
+        backup = self.bucket("splunk-failed")
+        self.splunk_stream("bad-token", hec, backup, token="wrong", RetryOptions={"DurationInSeconds": 2},
+                           HECEndpointType="Raw")
+        self.firehose.put_record(DeliveryStreamName="bad-token", Record={"Data": b"raw line"})
+        [key] = wait_for(lambda: self.objects(backup), timeout=40)
+        self.assertRegex(key, r"^failed/splunk-failed/bad-token" + SUFFIX + "$")
+        record = json.loads(self.read(backup, key)[0])
+        self.assertEqual(record["errorCode"], "Splunk.InvalidToken")
+        self.assertEqual(list(record)[-3:], ["subsequenceNumber", "dataId", "EventId"])
+        self.assertEqual(base64.b64decode(record["rawData"]), b"raw line")
+        self.assertTrue(all(path == "/services/collector/raw" for path, _ in hec.requests))
+
+
 class OpenSearch(Base):
     def test_bulk_indexing_retries_rejected_documents_and_backs_up_failed_ones(self):
         bulk = Bulk()
