@@ -13,6 +13,7 @@ pub mod aws;
 pub mod client;
 pub mod firehose;
 pub mod front;
+pub mod glue;
 pub mod kinesis;
 pub mod quic;
 pub mod secrets;

@@ -270,7 +270,8 @@ fn start_http(
         eprintln!("millrace: Firehose invokes Lambda transformations at {}", lambda.url());
     }
     let firehose = FirehoseApi::new(engine.clone(), firehose_config, sink, lambda, front.handle());
-    let router = Router::new().with(kinesis).with(firehose);
+    let glue = millrace_net::glue::GlueApi::new(engine.clone(), &args.region);
+    let router = Router::new().with(kinesis).with(firehose).with(glue);
     let mut config = HttpConfig::new(args.http_listen, auth);
     config.clock = engine.clock();
     let address = front

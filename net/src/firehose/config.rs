@@ -302,11 +302,22 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         Some(section) => section.bool_opt("Enabled")?.unwrap_or(false),
         None => false,
     };
-    let hints = if dynamic && !config.has("BufferingHints") {
+    let conversion = match config.structure_opt("DataFormatConversionConfiguration")? {
+        Some(section) if section.bool_opt("Enabled")?.unwrap_or(true) => {
+            Some(conversion_plan(section, &field(base, "DataFormatConversionConfiguration"))?)
+        }
+        _ => None,
+    };
+    let hints = if (dynamic || conversion.is_some()) && !config.has("BufferingHints") {
         (DYNAMIC_SIZE_MB_DEFAULT, INTERVAL_S_DEFAULT)
     } else {
         hints(config, base, SIZE_MB_MAX)?
     };
+    if conversion.is_some() && hints.0 < DYNAMIC_SIZE_MB_MIN {
+        return Err(invalid(
+            "BufferingHints.SizeInMBs must be at least 64 when data format conversion is enabled.",
+        ));
+    }
     let compression = Compression::parse(
         config.str_opt("CompressionFormat")?.unwrap_or("UNCOMPRESSED"),
         &field(base, "CompressionFormat"),
@@ -344,12 +355,11 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
             ))
         }
     }
-    for (member, what) in [("DataFormatConversionConfiguration", "record format conversion")] {
-        if let Some(section) = config.structure_opt(member)? {
-            if section.bool_opt("Enabled")?.unwrap_or(false) {
-                return Err(invalid(format!("{what} ({member}) is not supported by this server yet")));
-            }
-        }
+    if conversion.is_some() && compression != Compression::Uncompressed {
+        return Err(invalid(
+            "CompressionFormat must be UNCOMPRESSED when data format conversion is enabled; the Parquet \
+             serializer compresses (ParquetSerDe.Compression)",
+        ));
     }
     let extension = match config.str_opt("FileExtension")? {
         Some(text) => key::file_extension(text, &field(base, "FileExtension"))
@@ -1092,6 +1102,112 @@ pub struct S3Plan {
     pub dynamic: bool,
     /// `CustomTimeZone` (UTC when not set): the zone of the key's timestamps.
     pub time_zone: Option<jiff::tz::TimeZone>,
+    /// Record format conversion to Parquet.
+    pub conversion: Option<ConversionPlan>,
+}
+
+/// `DataFormatConversionConfiguration`: the Glue table to read the schema from, and the
+/// SerDes' options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionPlan {
+    pub database: String,
+    pub table: String,
+    pub region: String,
+    pub version_id: String,
+    pub options: super::convert::Options,
+}
+
+fn conversion_plan(section: Request<'_>, base: &str) -> Result<ConversionPlan, ApiError> {
+    let schema = section.structure_opt("SchemaConfiguration")?.ok_or_else(|| {
+        invalid(format!("{base}.schemaConfiguration is required when data format conversion is enabled"))
+    })?;
+    let database = schema
+        .str_opt("DatabaseName")?
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| invalid("SchemaConfiguration.DatabaseName is required"))?;
+    let table = schema
+        .str_opt("TableName")?
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| invalid("SchemaConfiguration.TableName is required"))?;
+    if let Some(catalog) = schema.str_opt("CatalogId")? {
+        if catalog != crate::aws::ACCOUNT_ID {
+            return Err(invalid(format!(
+                "SchemaConfiguration.CatalogId {catalog}: this server's Glue catalog is {}",
+                crate::aws::ACCOUNT_ID
+            )));
+        }
+    }
+    let mut options = super::convert::Options::default();
+    let input = section
+        .structure_opt("InputFormatConfiguration")?
+        .and_then(|input| input.structure_opt("Deserializer").ok().flatten());
+    if let Some(deserializer) = input {
+        if let Some(openx) = deserializer.structure_opt("OpenXJsonSerDe")? {
+            options.case_insensitive = openx.bool_opt("CaseInsensitive")?.unwrap_or(true);
+            options.dots_to_underscores =
+                openx.bool_opt("ConvertDotsInJsonKeysToUnderscores")?.unwrap_or(false);
+            options.key_mappings = openx.string_map_opt("ColumnToJsonKeyMappings")?.unwrap_or_default();
+        } else if let Some(hive) = deserializer.structure_opt("HiveJsonSerDe")? {
+            if let Some(formats) = hive.list_opt("TimestampFormats")? {
+                if formats.iter().any(|format| format != &Value::from("millis")) {
+                    return Err(invalid(
+                        "HiveJsonSerDe.TimestampFormats other than \"millis\" are not supported by this server yet; \
+                         timestamps are read from epoch seconds or milliseconds, RFC 3339, or yyyy-MM-dd HH:mm:ss",
+                    ));
+                }
+            }
+        }
+    }
+    let output = section
+        .structure_opt("OutputFormatConfiguration")?
+        .and_then(|output| output.structure_opt("Serializer").ok().flatten());
+    if let Some(serializer) = output {
+        if serializer.has("OrcSerDe") {
+            return Err(invalid("ORC output (OrcSerDe) is not supported by this server; use ParquetSerDe"));
+        }
+        if let Some(parquet) = serializer.structure_opt("ParquetSerDe")? {
+            options.compression = match parquet.str_opt("Compression")?.unwrap_or("SNAPPY") {
+                "SNAPPY" => parquet::basic::Compression::SNAPPY,
+                "GZIP" => parquet::basic::Compression::GZIP(Default::default()),
+                "UNCOMPRESSED" => parquet::basic::Compression::UNCOMPRESSED,
+                other => {
+                    return Err(validation(
+                        &format!("{base}.outputFormatConfiguration.serializer.parquetSerDe.compression"),
+                        &format!(
+                            "Member must satisfy enum value set: [UNCOMPRESSED, GZIP, SNAPPY] (was {other})"
+                        ),
+                    ))
+                }
+            };
+            if let Some(size) = parquet.int_opt("BlockSizeBytes")? {
+                if size < 64 << 20 {
+                    return Err(invalid("ParquetSerDe.BlockSizeBytes must be at least 67108864 (64 MiB)"));
+                }
+                options.block_size_bytes = size as usize;
+            }
+            if let Some(size) = parquet.int_opt("PageSizeBytes")? {
+                if size < 64 << 10 {
+                    return Err(invalid("ParquetSerDe.PageSizeBytes must be at least 65536 (64 KiB)"));
+                }
+                options.page_size_bytes = size as usize;
+            }
+            options.dictionary = parquet.bool_opt("EnableDictionaryCompression")?.unwrap_or(false);
+            options.writer_v2 = match parquet.str_opt("WriterVersion")?.unwrap_or("V1") {
+                "V1" => false,
+                "V2" => true,
+                other => {
+                    return Err(invalid(format!("ParquetSerDe.WriterVersion {other}: expected V1 or V2")))
+                }
+            };
+        }
+    }
+    Ok(ConversionPlan {
+        database: database.to_owned(),
+        table: table.to_owned(),
+        region: schema.str_opt("Region")?.unwrap_or("us-east-1").to_owned(),
+        version_id: schema.str_opt("VersionId")?.unwrap_or("LATEST").to_owned(),
+        options,
+    })
 }
 
 impl S3Plan {
@@ -1278,6 +1394,12 @@ pub fn plan(destination: &Destination) -> Result<Plan, ApiError> {
 
 fn s3_plan(description: &Value) -> Result<S3Plan, ApiError> {
     let config = Request::new(Protocol::Json, description);
+    let conversion = match config.structure_opt("DataFormatConversionConfiguration")? {
+        Some(section) if section.bool_opt("Enabled")?.unwrap_or(true) => {
+            Some(conversion_plan(section, "dataFormatConversionConfiguration")?)
+        }
+        _ => None,
+    };
     let bucket = bucket_of(config.str_req("BucketARN")?).ok_or_else(|| invalid("bad BucketARN"))?.to_owned();
     let (prefix, errors) =
         prefix::check_pair(config.str_opt("Prefix")?, config.str_opt("ErrorOutputPrefix")?)
@@ -1300,10 +1422,14 @@ fn s3_plan(description: &Value) -> Result<S3Plan, ApiError> {
         errors,
         size_bytes: (hints.int_req("SizeInMBs")? as usize) << 20,
         interval_ms: hints.int_req("IntervalInSeconds")? * 1000,
-        extension: config
-            .str_opt("FileExtension")?
-            .map(str::to_owned)
-            .unwrap_or_else(|| compression.extension().to_owned()),
+        extension: config.str_opt("FileExtension")?.map(str::to_owned).unwrap_or_else(|| {
+            if conversion.is_some() {
+                ".parquet".to_owned()
+            } else {
+                compression.extension().to_owned()
+            }
+        }),
+        conversion,
         compression,
         processors,
         kms_key,

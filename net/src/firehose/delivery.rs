@@ -17,8 +17,12 @@ use std::time::Duration;
 use millrace_core::{Engine, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, StartPosition};
 
 use super::compress::{compress, compress_owned};
-use super::config::{self, HttpPlan, LambdaPlan, OpenSearchPlan, Plan, S3Plan, SplunkPlan, SubRecords};
+use super::config::{
+    self, ConversionPlan, HttpPlan, LambdaPlan, OpenSearchPlan, Plan, S3Plan, SplunkPlan, SubRecords,
+};
+use super::convert;
 use super::deaggregate;
+use super::errors::CatalogTable;
 use super::errors::{Detail, ErrorOutputType, ErrorRecord};
 use super::http::{CallError, Target};
 use super::http_endpoint;
@@ -914,12 +918,23 @@ async fn deliver(
             metrics.delivery_to_http_bytes.fetch_add(delivered_bytes as u64, Ordering::Relaxed);
         }
         Plan::S3(plan) => {
-            let delimiter = plan.processors.delimiter.as_deref().unwrap_or(b"");
-            let payload = payload_of(records, delimiter);
-            let key = object_key(name, plan, loaded.version, oldest, None, keys, random);
             let failures = &metrics.delivery_to_s3_failures;
-            if !put_retrying(sink, name, state, plan, &key, payload, random, failures).await {
-                return false;
+            let payload = match &plan.conversion {
+                None => Some(payload_of(records, plan.processors.delimiter.as_deref().unwrap_or(b""))),
+                Some(conversion) => {
+                    match to_parquet(engine, sink, name, state, loaded, plan, conversion, records, random)
+                        .await
+                    {
+                        Some(file) => file,
+                        None => return false,
+                    }
+                }
+            };
+            if let Some(payload) = payload {
+                let key = object_key(name, plan, loaded.version, oldest, None, keys, random);
+                if !put_retrying(sink, name, state, plan, &key, payload, random, failures).await {
+                    return false;
+                }
             }
             metrics.delivery_to_s3_success.fetch_add(1, Ordering::Relaxed);
             metrics.delivery_to_s3_records.fetch_add(count as u64, Ordering::Relaxed);
@@ -1303,6 +1318,104 @@ async fn index_retrying(
         }
     }
     true
+}
+
+/// Converts records to one Parquet file with the schema of their Glue table (waiting, and
+/// retrying, while the table does not exist: the records stay in the log). Records that do
+/// not convert are written under `format-conversion-failed` first. `Some(None)` when no
+/// record converted; `None` if the worker stopped.
+#[allow(clippy::too_many_arguments)]
+async fn to_parquet(
+    engine: &Engine,
+    sink: &Sink,
+    name: &str,
+    state: &WorkerState,
+    loaded: &Loaded,
+    plan: &S3Plan,
+    conversion: &ConversionPlan,
+    records: &[Pending],
+    random: &mut SplitMix,
+) -> Option<Option<Vec<u8>>> {
+    let mut attempt = 0u32;
+    let schema = loop {
+        match crate::glue::table_schema(engine, &conversion.database, &conversion.table) {
+            Ok(schema) => break schema,
+            Err(error) => {
+                if attempt < 3 || attempt.is_power_of_two() {
+                    eprintln!("millrace: firehose {name}: cannot convert yet ({error}); retrying");
+                }
+                attempt = attempt.saturating_add(1);
+                sleep_or_stop(state, Duration::from_secs(2)).await;
+                if state.stopping() {
+                    return None;
+                }
+            }
+        }
+    };
+    let datas: Vec<&[u8]> = records.iter().map(|record| record.data.as_slice()).collect();
+    let converted =
+        tokio::task::block_in_place(|| convert::convert(&schema.columns, &conversion.options, &datas));
+    // Each record that did not convert: its index, why, and the error code.
+    type Failures = Vec<(usize, String, &'static str)>;
+    let (file, failed): (Option<Vec<u8>>, Failures) = match converted {
+        Ok(converted) => (
+            converted.file,
+            converted
+                .failed
+                .into_iter()
+                .map(|(at, why)| (at, why, "DataFormatConversion.MalformedData"))
+                .collect(),
+        ),
+        // The schema itself cannot be written (a nested type): every record fails with that.
+        Err(why) => (
+            None,
+            (0..records.len()).map(|at| (at, why.clone(), "DataFormatConversion.InvalidSchema")).collect(),
+        ),
+    };
+    if !failed.is_empty() {
+        let ended_ms = engine.now_ms();
+        let region = conversion.region.as_str();
+        let catalog_arn = format!("arn:aws:glue:{region}:{}:catalog", crate::aws::ACCOUNT_ID);
+        let mut lines = Vec::new();
+        for (at, why, code) in &failed {
+            let record = &records[*at];
+            let sequence = record.sequence.to_string();
+            lines.extend(
+                ErrorRecord {
+                    attempts_made: 1,
+                    arrival_ms: record.arrival_ms,
+                    error_code: code,
+                    error_message: why,
+                    attempt_ending_ms: ended_ms,
+                    raw_data: &record.data,
+                    detail: Detail::FormatConversion {
+                        sequence_number: &sequence,
+                        subsequence_number: u64::from(record.part),
+                        table: CatalogTable {
+                            catalog_id: crate::aws::ACCOUNT_ID,
+                            database_name: &schema.database,
+                            table_name: &schema.table,
+                            region,
+                            version_id: &schema.version_id,
+                            catalog_arn: &catalog_arn,
+                        },
+                    },
+                }
+                .to_json_line(),
+            );
+        }
+        let oldest = records.iter().map(|record| record.arrival_ms).min().unwrap_or(ended_ms);
+        let error_type = Some(ErrorOutputType::FormatConversionFailed.as_str());
+        let key = object_key(name, plan, loaded.version, oldest, error_type, &EMPTY_KEYS, random);
+        // Error records are JSON lines, not Parquet: the plan's extension does not apply.
+        let key = key.strip_suffix(plan.extension.as_str()).map_or(key.clone(), str::to_owned);
+        let failures = &state.metrics.delivery_to_s3_failures;
+        if !put_retrying(sink, name, state, plan, &key, lines, random, failures).await {
+            return None;
+        }
+        eprintln!("millrace: firehose {name}: {} records went to s3://{}/{key}", failed.len(), plan.bucket);
+    }
+    Some(file)
 }
 
 /// Sends events to a Splunk HTTP Event Collector as Firehose does, with indexer

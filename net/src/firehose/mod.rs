@@ -15,6 +15,7 @@
 pub mod api;
 pub mod compress;
 pub mod config;
+pub mod convert;
 pub mod deaggregate;
 pub mod delivery;
 pub mod error;

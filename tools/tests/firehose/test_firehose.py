@@ -1103,6 +1103,81 @@ class Deaggregation(Base):
         self.assertEqual(delivered, b"".join(b'{"n":%d}\n' % n for n in range(1, 6)))
 
 
+class FormatConversion(Base):
+    """JSON to Parquet with the schema of a Glue table declared through the Glue API."""
+
+    def test_glue_table_schema_and_parquet_read_back_with_pyarrow(self):
+        import pyarrow.parquet as pq
+        glue = SERVER.client(service="glue")
+        glue.create_database(DatabaseInput={"Name": "Lake", "Description": "events"})
+        self.addCleanup(lambda: glue.delete_database(Name="lake"))
+        self.assertEqual(glue.get_database(Name="lake")["Database"]["Name"], "lake", "names are lower-cased")
+        columns = [{"Name": "user", "Type": "string"}, {"Name": "n", "Type": "int"},
+                   {"Name": "amount", "Type": "decimal(10,2)"}, {"Name": "at", "Type": "timestamp"},
+                   {"Name": "ok", "Type": "boolean"}]
+        table_input = {"Name": "events", "TableType": "EXTERNAL_TABLE",
+                       "StorageDescriptor": {"Columns": columns, "Location": "s3://parquet-bucket/"},
+                       "PartitionKeys": [{"Name": "day", "Type": "string"}]}
+        glue.create_table(DatabaseName="lake", TableInput=table_input)
+        code = self.error(glue.create_table, DatabaseName="lake", TableInput=table_input)[0]
+        self.assertEqual(code, "AlreadyExistsException")
+        table = glue.get_table(DatabaseName="lake", Name="events")["Table"]
+        self.assertEqual([c["Name"] for c in table["StorageDescriptor"]["Columns"]], ["user", "n", "amount", "at", "ok"])
+        self.assertEqual([t["Name"] for t in glue.get_tables(DatabaseName="lake", Expression="ev*")["TableList"]],
+                         ["events"])
+        self.assertEqual(self.error(glue.get_table, DatabaseName="lake", Name="absent")[0], "EntityNotFoundException")
+        bucket = self.bucket("parquet-bucket")
+        self.create("to-parquet", bucket, BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 1},
+                    ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+                    DataFormatConversionConfiguration={
+                        "Enabled": True,
+                        "SchemaConfiguration": {"RoleARN": ROLE, "DatabaseName": "lake", "TableName": "events",
+                                                "Region": "us-east-1", "VersionId": "LATEST"},
+                        "InputFormatConfiguration": {"Deserializer": {"OpenXJsonSerDe": {}}},
+                        "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {"Compression": "SNAPPY"}}}})
+        records = [b'{"User":"ana","n":1,"amount":"12.50","at":"2026-12-01T10:00:00Z","ok":true}',
+                   b'{"user":"bo","n":2,"amount":3.333,"at":1796154000}',
+                   b'{"user":"cy","n":"many"}']
+        self.firehose.put_record_batch(DeliveryStreamName="to-parquet", Records=[{"Data": r} for r in records])
+        keys = wait_for(lambda: len(self.objects(bucket)) >= 2 and self.objects(bucket), timeout=30)
+        [parquet_key] = [k for k in keys if not k.startswith("errors/")]
+        [error_key] = [k for k in keys if k.startswith("errors/")]
+        self.assertTrue(parquet_key.endswith(".parquet"), parquet_key)
+        table = pq.read_table(io.BytesIO(self.read(bucket, parquet_key)[0]))
+        self.assertEqual(table.column_names, ["user", "n", "amount", "at", "ok"])
+        rows = table.to_pylist()
+        self.assertEqual([(r["user"], r["n"], str(r["amount"]), r["ok"]) for r in rows],
+                         [("ana", 1, "12.50", True), ("bo", 2, "3.33", None)])
+        self.assertEqual(rows[0]["at"].isoformat(), "2026-12-01T10:00:00+00:00")
+        self.assertEqual(rows[1]["at"].timestamp(), 1796154000)
+        self.assertRegex(error_key, r"^errors/format-conversion-failed/to-parquet" + SUFFIX + "$")
+        failed = json.loads(self.read(bucket, error_key)[0])
+        self.assertEqual(list(failed)[:6], ["attemptsMade", "arrivalTimestamp", "lastErrorCode", "lastErrorMessage",
+                                            "attemptEndingTimestamp", "rawData"])
+        self.assertEqual(base64.b64decode(failed["rawData"]), records[2])
+        self.assertEqual(failed["dataCatalogTable"]["tableName"], "events")
+        self.assertIn("column n", failed["lastErrorMessage"])
+
+    def test_conversion_rules(self):
+        conversion = {"Enabled": True, "SchemaConfiguration": {"RoleARN": ROLE, "DatabaseName": "d", "TableName": "t"},
+                      "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}}}
+        cases = [
+            (dict(BufferingHints={"SizeInMBs": 5, "IntervalInSeconds": 60}),
+             "BufferingHints.SizeInMBs must be at least 64 when data format conversion is enabled."),
+            (dict(CompressionFormat="GZIP"), "CompressionFormat must be UNCOMPRESSED when data format conversion"),
+            (dict(DataFormatConversionConfiguration=dict(
+                conversion, OutputFormatConfiguration={"Serializer": {"OrcSerDe": {}}})),
+             "ORC output (OrcSerDe) is not supported by this server; use ParquetSerDe"),
+        ]
+        for extra, message in cases:
+            with self.subTest(message=message):
+                extra.setdefault("DataFormatConversionConfiguration", conversion)
+                code, got = self.error(self.firehose.create_delivery_stream, DeliveryStreamName="conversion-rules",
+                                       ExtendedS3DestinationConfiguration=s3_destination("b-1", **extra))
+                self.assertEqual(code, "InvalidArgumentException")
+                self.assertTrue(got.startswith(message), got)
+
+
 class Durability(unittest.TestCase):
     """Restarts and kill -9 on a server of its own."""
 
