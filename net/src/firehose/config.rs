@@ -194,7 +194,19 @@ pub fn destination_of_update(stored: &Destination, request: Request<'_>) -> Resu
                     == Some(&Value::Bool(true))
             };
             let before = enabled(&stored.stored);
-            merge(&mut merged, update.value);
+            let mut update = update.value.clone();
+            if let Value::Map(members) = &mut update {
+                for (name, _) in members.iter_mut() {
+                    if name == "S3BackupUpdate" {
+                        *name = "S3BackupDescription".to_owned();
+                    }
+                }
+            }
+            let backed_up = stored.stored.get("S3BackupMode") == Some(&Value::from("Enabled"));
+            merge(&mut merged, &update);
+            if backed_up && merged.get("S3BackupMode") != Some(&Value::from("Enabled")) {
+                return Err(invalid("S3 backup cannot be disabled once it is enabled"));
+            }
             if enabled(&merged) != before {
                 return Err(invalid(if before {
                     "Dynamic partitioning cannot be disabled once it is enabled"
@@ -340,13 +352,14 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
     };
     check_partitioning(dynamic, &template, error_prefix, hints, &parsed)?;
     let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("Disabled");
-    match backup_mode {
-        "Disabled" => {}
+    let backup = match backup_mode {
+        "Disabled" => None,
         "Enabled" => {
-            return Err(invalid(
-                "S3BackupMode Enabled (a backup of the source records before a Lambda transform) is not \
-             supported by this server yet",
-            ))
+            let section = config
+                .structure_opt("S3BackupConfiguration")?
+                .or(config.structure_opt("S3BackupDescription")?)
+                .ok_or_else(|| invalid("S3BackupConfiguration is required when S3BackupMode is Enabled"))?;
+            Some(extended_s3(section, &field(base, "S3BackupConfiguration"))?)
         }
         _ => {
             return Err(validation(
@@ -354,7 +367,7 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
                 "Member must satisfy enum value set: [Disabled, Enabled]",
             ))
         }
-    }
+    };
     if conversion.is_some() && compression != Compression::Uncompressed {
         return Err(invalid(
             "CompressionFormat must be UNCOMPRESSED when data format conversion is enabled; the Parquet \
@@ -384,7 +397,8 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         .with("EncryptionConfiguration", encryption)
         .with("CloudWatchLoggingOptions", logging)
         .with_opt("ProcessingConfiguration", processing)
-        .with("S3BackupMode", backup_mode);
+        .with("S3BackupMode", backup_mode)
+        .with_opt("S3BackupDescription", backup.as_ref().map(legacy_description));
     for member in ["DataFormatConversionConfiguration", "DynamicPartitioningConfiguration"] {
         if let Some(value) = config.member(member) {
             description = description.with(member, value.clone());
@@ -1104,6 +1118,8 @@ pub struct S3Plan {
     pub time_zone: Option<jiff::tz::TimeZone>,
     /// Record format conversion to Parquet.
     pub conversion: Option<ConversionPlan>,
+    /// `S3BackupMode` Enabled: where the source records are kept as they arrived.
+    pub source_backup: Option<Box<S3Plan>>,
 }
 
 /// `DataFormatConversionConfiguration`: the Glue table to read the schema from, and the
@@ -1430,6 +1446,10 @@ fn s3_plan(description: &Value) -> Result<S3Plan, ApiError> {
             }
         }),
         conversion,
+        source_backup: match (config.str_opt("S3BackupMode")?, config.member("S3BackupDescription")) {
+            (Some("Enabled"), Some(backup)) => Some(Box::new(s3_plan(backup)?)),
+            _ => None,
+        },
         compression,
         processors,
         kms_key,

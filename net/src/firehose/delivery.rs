@@ -919,6 +919,15 @@ async fn deliver(
         }
         Plan::S3(plan) => {
             let failures = &metrics.delivery_to_s3_failures;
+            // S3BackupMode Enabled without a Lambda function: the source records are these.
+            if let (Some(backup), None) = (&plan.source_backup, &plan.processors.lambda) {
+                let key = object_key(name, backup, loaded.version, oldest, None, &EMPTY_KEYS, random);
+                if !put_retrying(sink, name, state, backup, &key, payload_of(records, b""), random, failures)
+                    .await
+                {
+                    return false;
+                }
+            }
             let payload = match &plan.conversion {
                 None => Some(payload_of(records, plan.processors.delimiter.as_deref().unwrap_or(b""))),
                 Some(conversion) => {
@@ -1035,6 +1044,19 @@ async fn transform(
         }
         return None;
     };
+    // S3BackupMode Enabled: the source records, as they arrived, before the function runs.
+    if let Plan::S3(destination) = &loaded.plan {
+        if let Some(backup) = &destination.source_backup {
+            let oldest =
+                batch.iter().map(|record| record.arrival_ms).min().unwrap_or_else(|| engine.now_ms());
+            let payload = payload_of(&batch, b"");
+            let key = object_key(name, backup, loaded.version, oldest, None, &EMPTY_KEYS, random);
+            let failures = &state.metrics.delivery_to_s3_failures;
+            if !put_retrying(sink, name, state, backup, &key, payload, random, failures).await {
+                return None;
+            }
+        }
+    }
     let ids: Vec<String> = batch.iter().map(|record| record.sequence.to_string()).collect();
     let records: Vec<lambda::EventRecord<'_>> = batch
         .iter()

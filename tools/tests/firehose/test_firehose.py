@@ -625,6 +625,25 @@ class Transformation(Base):
         self.assertEqual([base64.b64decode(r["data"]) for r in event["records"]],
                          [b"a", b"drop me", b"fail me", b"b"])
 
+    def test_source_records_backed_up_before_the_transformation(self):
+        bucket = self.bucket("lambda-backed-up")
+        self.create("backed-up", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1}, Prefix="out/",
+                    ProcessingConfiguration=lambda_processor("upper"), S3BackupMode="Enabled",
+                    S3BackupConfiguration=s3_destination(bucket, Prefix="source/"))
+        described = self.firehose.describe_delivery_stream(DeliveryStreamName="backed-up")[
+            "DeliveryStreamDescription"]["Destinations"][0]["ExtendedS3DestinationDescription"]
+        self.assertEqual(described["S3BackupDescription"]["Prefix"], "source/")
+        self.firehose.put_record_batch(DeliveryStreamName="backed-up", Records=[{"Data": b"x;"}, {"Data": b"y;"}])
+        keys = wait_for(lambda: len(self.objects(bucket)) >= 2 and self.objects(bucket), timeout=30)
+        [source] = [k for k in keys if k.startswith("source/")]
+        [out] = [k for k in keys if k.startswith("out/")]
+        self.assertEqual(self.read(bucket, source)[0], b"x;y;")
+        self.assertEqual(self.read(bucket, out)[0], b"X;Y;")
+        code, message = self.error(
+            self.firehose.update_destination, DeliveryStreamName="backed-up", CurrentDeliveryStreamVersionId="1",
+            DestinationId="destinationId-000000000001", ExtendedS3DestinationUpdate={"S3BackupMode": "Disabled"})
+        self.assertEqual((code, message), ("InvalidArgumentException", "S3 backup cannot be disabled once it is enabled"))
+
     def test_function_errors_are_retried_then_processing_failed(self):
         bucket = self.bucket("lambda-broken")
         self.create("broken-fn", bucket, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1},
