@@ -56,6 +56,11 @@ pub struct FirehoseArgs {
     /// UNCOMPRESSED, GZIP, ZIP, Snappy or HADOOP_SNAPPY.
     #[arg(long, default_value = "UNCOMPRESSED")]
     pub compression: String,
+    /// Delivery alone: put this many MiB (at most 120) while the stream holds everything
+    /// (hints 128 MiB / 900 s), then set the hints to --size-mib/--interval-secs and time how
+    /// fast the backlog is delivered, with nothing else running (`drain_mb_per_s`).
+    #[arg(long, value_name = "MIB")]
+    pub drain_mib: Option<u64>,
     /// Region for signing.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
@@ -68,6 +73,7 @@ impl FirehoseArgs {
         ensure!((1..=500).contains(&self.batch_records), "--batch-records must be 1..=500");
         ensure!(self.record_bytes >= HEADER_BYTES, "--record-bytes must be at least {HEADER_BYTES}");
         ensure!(self.record_bytes * self.batch_records <= 4 << 20, "a batch must stay within 4 MiB");
+        ensure!(self.drain_mib.is_none_or(|mib| (1..=120).contains(&mib)), "--drain-mib must be 1..=120");
         Compression::parse(&self.compression, "--compression").map_err(anyhow::Error::msg)
     }
 
@@ -110,10 +116,11 @@ async fn run_async(args: &FirehoseArgs, compression: Compression) -> Result<()> 
         .with("BucketARN", format!("arn:aws:s3:::{BUCKET}"))
         .with("Prefix", format!("{name}/"))
         .with("ErrorOutputPrefix", format!("{name}-errors/"))
-        .with(
-            "BufferingHints",
-            Value::map().with("SizeInMBs", args.size_mib).with("IntervalInSeconds", args.interval_secs),
-        )
+        .with("BufferingHints", {
+            let (size, interval) =
+                if args.drain_mib.is_some() { (128, 900) } else { (args.size_mib, args.interval_secs) };
+            Value::map().with("SizeInMBs", size).with("IntervalInSeconds", interval)
+        })
         .with("CompressionFormat", compression.as_str());
     let request = Value::map()
         .with("DeliveryStreamName", name.as_str())
@@ -172,6 +179,31 @@ async fn measure(args: &FirehoseArgs, name: &str, folder: &Path, compression: Co
         producer.await.context("a producer panicked")??;
     }
     let put_s = start.elapsed().as_secs_f64();
+    // Delivery alone: the backlog is complete; let the worker deliver it.
+    let drain_from = match args.drain_mib {
+        Some(_) => {
+            let buffered = seen.lock().expect("not poisoned").records.len();
+            ensure!(buffered == 0, "{buffered} records were delivered before the drain started: put less");
+            let update = Value::map()
+                .with("DeliveryStreamName", name)
+                .with("CurrentDeliveryStreamVersionId", "1")
+                .with("DestinationId", "destinationId-000000000001")
+                .with(
+                    "ExtendedS3DestinationUpdate",
+                    Value::map().with(
+                        "BufferingHints",
+                        Value::map()
+                            .with("SizeInMBs", args.size_mib)
+                            .with("IntervalInSeconds", args.interval_secs),
+                    ),
+                );
+            let mut admin = args.client()?;
+            let from = Instant::now();
+            admin.call("UpdateDestination", &update).await.context("setting the drain's hints")?;
+            Some(from)
+        }
+        None => None,
+    };
     // Everything acknowledged must arrive: within the interval plus a margin.
     let acked = acked.load(Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(u64::from(args.interval_secs) + 60);
@@ -204,9 +236,19 @@ async fn measure(args: &FirehoseArgs, name: &str, folder: &Path, compression: Co
     if missing > 0 {
         bail!("{missing} acknowledged records were not delivered within the interval plus 60 s");
     }
+    let drain = match (drain_from, seen.last_object) {
+        (Some(from), Some(last)) => {
+            let rate = seen.payload_bytes as f64 / 1e6 / last.duration_since(from).as_secs_f64().max(1e-9);
+            println!(
+                "drain: the backlog of {acked} records delivered at {rate:.2} MB/s with nothing else running"
+            );
+            format!(" drain_mb_per_s={rate:.2}")
+        }
+        _ => String::new(),
+    };
     println!(
         "RESULT mb_per_s={mb_per_s:.2} put_mb_per_s={put_mb_per_s:.2} records_per_s={:.0} freshness_p50_ms={:.1} \
-         freshness_p99_ms={:.1} freshness_max_ms={:.1} objects={} duplicates={} missing={missing}",
+         freshness_p99_ms={:.1} freshness_max_ms={:.1} objects={} duplicates={} missing={missing}{drain}",
         delivered as f64 / span_s,
         p(0.5),
         p(0.99),
@@ -228,7 +270,8 @@ async fn produce(
 ) -> Result<()> {
     let mut number = 0u64;
     let padding: Vec<u8> = (0..args.record_bytes - HEADER_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
-    while Instant::now() < until {
+    let limit = args.drain_mib.map_or(u64::MAX, |mib| (mib << 20) / args.record_bytes as u64);
+    while Instant::now() < until && acked.load(Ordering::Relaxed) < limit {
         let sent_us = start.elapsed().as_micros() as u64;
         let records: Vec<Value> = (0..args.batch_records)
             .map(|_| {

@@ -116,6 +116,11 @@ class LambdaApi:
                                         "data": base64.b64encode(data.upper()).decode()})
                     if found.group(1) == "forgetful":
                         results = results[1:]
+                    if found.group(1) == "keyed":
+                        for result, record in zip(results, event["records"]):
+                            data = base64.b64decode(record["data"])
+                            result["data"] = record["data"]
+                            result["metadata"] = {"partitionKeys": {"k": data[:1].decode()}}
                     answer = {"records": results}
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
@@ -707,6 +712,16 @@ def start_dynamic_partitioning():
     firehose.put_record_batch(DeliveryStreamName="partitioned",
                               Records=[{"Data": r} for r in records] + [{"Data": b"not json"}])
     PARTITIONED["records"] = records
+    firehose.create_delivery_stream(
+        DeliveryStreamName="partitioned-lambda",
+        ExtendedS3DestinationConfiguration=s3_destination(
+            PARTITIONED["bucket"], Prefix="lambda/k=!{partitionKeyFromLambda:k}/",
+            ErrorOutputPrefix="lambda-errors/!{firehose:error-output-type}/",
+            BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
+            DynamicPartitioningConfiguration={"Enabled": True},
+            ProcessingConfiguration=lambda_processor("keyed")))
+    firehose.put_record_batch(DeliveryStreamName="partitioned-lambda",
+                              Records=[{"Data": d} for d in (b"a1;", b"b1;", b"a2;")])
 
 
 class ZDynamicPartitioning(Base):
@@ -719,10 +734,14 @@ class ZDynamicPartitioning(Base):
         error = json.loads(self.read(bucket, error_key)[0])
         self.assertEqual(error["errorCode"], "DynamicPartitioning.MetadataExtractionFailed")
         self.assertEqual(base64.b64decode(error["rawData"]), b"not json")
-        keys = wait_for(lambda: len(self.objects(bucket)) >= 4 and self.objects(bucket), timeout=120, step=1)
+        keys = wait_for(lambda: len(self.objects(bucket)) >= 6 and self.objects(bucket), timeout=120, step=1)
         self.assertGreaterEqual(time.time() - PARTITIONED["started"], 59, "not before the 60 s interval")
         objects = {key.split("/partitioned-")[0]: self.read(bucket, key)[0] for key in keys
-                   if not key.startswith("errors/")}
+                   if not key.startswith(("errors/", "lambda"))}
+        by_lambda = {key.split("/partitioned-lambda-")[0]: self.read(bucket, key)[0] for key in keys
+                     if key.startswith("lambda/")}
+        self.assertEqual(by_lambda, {"lambda/k=a": b"a1;a2;", "lambda/k=b": b"b1;"},
+                         "partition keys from the Lambda function's metadata")
         r = PARTITIONED["records"]
         self.assertEqual(objects, {
             "customer=acme/year=2023": r[0] + b"\n" + r[3] + b"\n",
