@@ -5,9 +5,12 @@
 //! and only then advances its durable cursor (a checkpoint in the positions journal).
 //!
 //! At-least-once: a crash after an object was stored and before its checkpoint was durable
-//! delivers that object's records again on restart, so a crash duplicates at most one
-//! object's records (at most `SizeInMBs`), and loses none: every acknowledged record is in
-//! the log until the cursor has passed it.
+//! delivers that object's records again on restart. A worker has at most two S3 objects in
+//! flight (one being built while the other is stored), and with dynamic partitioning the
+//! cursor moves after each round of due partitions, so a crash repeats at most the records of
+//! the objects stored since the cursor last moved (two objects, each at most `SizeInMBs`,
+//! without partitioning), and loses none: every acknowledged record stays in the log until the
+//! cursor has passed it and everything before it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
@@ -364,6 +367,7 @@ async fn run(
     // With a Lambda processor, records wait here for their invocation first.
     let mut staged: Vec<Pending> = Vec::new();
     let mut staged_bytes = 0usize;
+    let mut in_flight: VecDeque<Store> = VecDeque::new();
     let clock = engine.clock();
     loop {
         if state.stopping() {
@@ -539,11 +543,37 @@ async fn run(
                     count += 1;
                 }
                 let records = &partition.records[..count];
-                if !deliver(&engine, &sink, &name, &state, &loaded, &keys, records, &mut random).await {
-                    return;
-                }
-                for record in records {
-                    ledger.done(record.source, record.sequence);
+                match &loaded.plan {
+                    // The common path: the object is stored by a task of its own while the
+                    // worker reads and builds the next one (two in flight at most).
+                    Plan::S3(plan) if plan.conversion.is_none() && plan.source_backup.is_none() => {
+                        while in_flight.len() >= STORES_IN_FLIGHT {
+                            if !finish_store(&mut in_flight, &mut ledger).await {
+                                return;
+                            }
+                        }
+                        let store = start_store(
+                            &engine,
+                            &sink,
+                            &name,
+                            &state,
+                            &loaded,
+                            plan,
+                            &keys,
+                            records,
+                            &mut random,
+                        );
+                        in_flight.push_back(store);
+                    }
+                    _ => {
+                        if !deliver(&engine, &sink, &name, &state, &loaded, &keys, records, &mut random).await
+                        {
+                            return;
+                        }
+                        for record in records {
+                            ledger.done(record.source, record.sequence);
+                        }
+                    }
                 }
                 partition.records.drain(..count);
                 partition.bytes -= bytes;
@@ -553,8 +583,22 @@ async fn run(
                 partitions.remove(&keys);
             }
         }
+        // Stores that finished meanwhile move their records' cursors.
+        while in_flight.front().is_some_and(|(task, _)| task.is_finished()) {
+            if !finish_store(&mut in_flight, &mut ledger).await {
+                return;
+            }
+        }
         ledger.commit(&engine, &name, &sources).await;
         if read_any || delivered_any {
+            continue;
+        }
+        // Nothing to read: finish what is being stored before waiting.
+        if !in_flight.is_empty() {
+            if !finish_store(&mut in_flight, &mut ledger).await {
+                return;
+            }
+            ledger.commit(&engine, &name, &sources).await;
             continue;
         }
         // Nothing new: wait for a commit, a change, or the next deadline.
@@ -616,6 +660,85 @@ fn split(name: &str, data: Vec<u8>, kinesis_source: bool, splitting: Option<&Sub
         }
     }
     out
+}
+
+/// Objects being stored at once by one worker.
+const STORES_IN_FLIGHT: usize = 2;
+
+/// An object being stored by a task of its own, and the records in it (source, sequence).
+type Store = (tokio::task::JoinHandle<bool>, Vec<(usize, SequenceNumber)>);
+
+/// Builds an object of `records` and starts storing it (retrying until stored, or until the
+/// worker stops); the cursor moves when [`finish_store`] sees it done.
+#[allow(clippy::too_many_arguments)]
+fn start_store(
+    engine: &Engine,
+    sink: &Arc<Sink>,
+    name: &str,
+    state: &Arc<WorkerState>,
+    loaded: &Loaded,
+    plan: &S3Plan,
+    keys: &PartitionKeys,
+    records: &[Pending],
+    random: &mut SplitMix,
+) -> Store {
+    let oldest = records.iter().map(|record| record.arrival_ms).min().unwrap_or_else(|| engine.now_ms());
+    let payload = payload_of(records, plan.processors.delimiter.as_deref().unwrap_or(b""));
+    let key = object_key(name, plan, loaded.version, oldest, None, keys, random);
+    let zip_entry = key::uuid_v4(random.bytes());
+    let body = bytes::Bytes::from(compress_owned(plan.compression, payload, &zip_entry));
+    let delivered_bytes: usize = records.iter().map(|record| record.data.len()).sum();
+    let count = records.len() as u64;
+    let (sink, state, name, engine) = (sink.clone(), state.clone(), name.to_owned(), engine.clone());
+    let (bucket, encoding, kms) =
+        (plan.bucket.clone(), plan.compression.content_encoding(), plan.kms_key.clone());
+    let mut jitter = SplitMix(random.next());
+    let task = tokio::spawn(async move {
+        let object =
+            Object { bucket: &bucket, key: &key, body, content_encoding: encoding, kms_key: kms.as_deref() };
+        let metrics = &state.metrics;
+        let mut attempt = 0u32;
+        loop {
+            match sink.put(&object).await {
+                Ok(()) => break,
+                Err(error) => {
+                    metrics.delivery_to_s3_failures.fetch_add(1, Ordering::Relaxed);
+                    if attempt < 3 || attempt.is_power_of_two() {
+                        eprintln!(
+                            "millrace: firehose {name}: delivery attempt {} failed, retrying: {error}",
+                            attempt + 1
+                        );
+                    }
+                    let wait =
+                        super::http_endpoint::backoff(attempt, 0.85 + (jitter.next() % 300) as f64 / 1000.0);
+                    attempt = attempt.saturating_add(1);
+                    sleep_or_stop(&state, wait.min(Duration::from_secs(30))).await;
+                    if state.stopping() {
+                        return false;
+                    }
+                }
+            }
+        }
+        metrics.delivery_to_s3_success.fetch_add(1, Ordering::Relaxed);
+        metrics.delivery_to_s3_records.fetch_add(count, Ordering::Relaxed);
+        metrics.delivery_to_s3_bytes.fetch_add(delivered_bytes as u64, Ordering::Relaxed);
+        metrics.delivery_to_s3_data_freshness_ms.store(engine.now_ms() - oldest, Ordering::Relaxed);
+        true
+    });
+    (task, records.iter().map(|record| (record.source, record.sequence)).collect())
+}
+
+/// Waits for the oldest store; once it is stored, its records are done. `false` if it gave up
+/// (the worker is stopping: its records stay in the log).
+async fn finish_store(in_flight: &mut VecDeque<Store>, ledger: &mut Ledger) -> bool {
+    let Some((task, records)) = in_flight.pop_front() else { return true };
+    if !task.await.unwrap_or(false) {
+        return false;
+    }
+    for (source, sequence) in records {
+        ledger.done(source, sequence);
+    }
+    true
 }
 
 /// With partitions, reading pauses once this much is buffered across them.

@@ -1296,7 +1296,7 @@ class Durability(unittest.TestCase):
             self.assertEqual(len(missing), 0, f"{len(missing)} acknowledged records lost")
             duplicates = len(seen) - len(set(seen))
             print(f"\ncrash test: {len(acknowledged)} acknowledged, {len(seen)} delivered, "
-                  f"{duplicates} duplicates (at most one object's records may repeat)", file=sys.stderr)
+                  f"{duplicates} duplicates (at most the records of the objects being stored may repeat)", file=sys.stderr)
         finally:
             server.close()
 
