@@ -722,6 +722,21 @@ def start_dynamic_partitioning():
             ProcessingConfiguration=lambda_processor("keyed")))
     firehose.put_record_batch(DeliveryStreamName="partitioned-lambda",
                               Records=[{"Data": d} for d in (b"a1;", b"b1;", b"a2;")])
+    # 501 partitions: the last record is over the limit of 500 active partitions.
+    MOTO.s3().create_bucket(Bucket="many-partitions")
+    extraction = {"Enabled": True, "Processors": [{"Type": "MetadataExtraction", "Parameters": [
+        {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{k: .k}"},
+        {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]}]}
+    firehose.create_delivery_stream(
+        DeliveryStreamName="many-partitions",
+        ExtendedS3DestinationConfiguration=s3_destination(
+            "many-partitions", Prefix="k=!{partitionKeyFromQuery:k}/",
+            ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+            BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
+            DynamicPartitioningConfiguration={"Enabled": True}, ProcessingConfiguration=extraction))
+    many = [json.dumps({"k": f"p{i:03d}"}).encode() for i in range(501)]
+    firehose.put_record_batch(DeliveryStreamName="many-partitions", Records=[{"Data": d} for d in many[:500]])
+    firehose.put_record(DeliveryStreamName="many-partitions", Record={"Data": many[500]})
 
 
 class ZDynamicPartitioning(Base):
@@ -748,6 +763,20 @@ class ZDynamicPartitioning(Base):
             "customer=acme/year=2024": r[2] + b"\n",
             "customer=initech/year=2023": r[1] + b"\n",
         })
+
+    def test_active_partitions_are_limited_to_500(self):
+        [key] = wait_for(lambda: [k for k in self.objects("many-partitions") if k.startswith("errors/")], timeout=30)
+        self.assertRegex(key, r"^errors/activePartitionExceeded/many-partitions" + SUFFIX + "$")
+        record = json.loads(self.read("many-partitions", key)[0])
+        self.assertEqual(base64.b64decode(record["rawData"]), b'{"k": "p500"}')
+        self.assertEqual(record["errorCode"], "DynamicPartitioning.ActivePartitionsLimitExceeded")
+
+        def delivered():
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket="many-partitions", Prefix="k=")
+            return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+        keys = wait_for(lambda: len(delivered()) >= 500 and delivered(), timeout=120, step=2)
+        self.assertEqual(sorted({key.split("/")[0] for key in keys}), [f"k=p{i:03d}" for i in range(500)])
 
     def test_create_time_rules(self):
         def refused(**extra):
