@@ -339,10 +339,7 @@ fn extended_s3(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         Some(value @ Value::Map(_)) => value.clone(),
         _ => Value::map().with("NoEncryptionConfig", "NoEncryption"),
     };
-    let logging = match config.member("CloudWatchLoggingOptions") {
-        Some(value @ Value::Map(_)) => value.clone(),
-        _ => Value::map().with("Enabled", false),
-    };
+    let logging = logging_of(config);
     let (processing, parsed) = match config.structure_opt("ProcessingConfiguration")? {
         None => (None, Processors::default()),
         Some(processing) => {
@@ -542,10 +539,7 @@ fn http_endpoint(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         ));
     }
     let hints = hints(config, base, HTTP_SIZE_MB_MAX)?;
-    let logging = match config.member("CloudWatchLoggingOptions") {
-        Some(value @ Value::Map(_)) => value.clone(),
-        _ => Value::map().with("Enabled", false),
-    };
+    let logging = logging_of(config);
     let mut request_config = Value::map();
     let (encoding, attributes) = match config.structure_opt("RequestConfiguration")? {
         Some(request) => {
@@ -582,13 +576,7 @@ fn http_endpoint(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         }
         request_config = request_config.with("CommonAttributes", Value::List(checked));
     }
-    let processing = match config.structure_opt("ProcessingConfiguration")? {
-        None => None,
-        Some(processing) => {
-            processors(processing, &format!("{base}.processingConfiguration"))?;
-            Some(processing.value.clone())
-        }
-    };
+    let processing = processing_of(config, base)?;
     let role = config.str_opt("RoleARN")?;
     if role.is_some_and(|role| !role_ok(role)) {
         return Err(validation(
@@ -596,16 +584,7 @@ fn http_endpoint(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
             "Member must satisfy regular expression pattern: arn:.*:iam::\\d{12}:role/[a-zA-Z_0-9+=,.@\\-_/]+",
         ));
     }
-    let retry = match config.structure_opt("RetryOptions")? {
-        Some(options) => options.int_opt("DurationInSeconds")?.unwrap_or(HTTP_RETRY_S_DEFAULT),
-        None => HTTP_RETRY_S_DEFAULT,
-    };
-    if !(0..=HTTP_RETRY_S_MAX).contains(&retry) {
-        return Err(validation(
-            &format!("{base}.retryOptions.durationInSeconds"),
-            &format!("Member must have value between 0 and {HTTP_RETRY_S_MAX}"),
-        ));
-    }
+    let retry = retry_of(config, base, HTTP_RETRY_S_DEFAULT)?;
     let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("FailedDataOnly");
     if !matches!(backup_mode, "FailedDataOnly" | "AllData") {
         return Err(validation(
@@ -613,10 +592,7 @@ fn http_endpoint(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
             "Member must satisfy enum value set: [FailedDataOnly, AllData]",
         ));
     }
-    let backup = config
-        .structure_opt("S3Configuration")?
-        .ok_or_else(|| validation(&field(base, "S3Configuration"), "Member must not be null"))?;
-    let backup = extended_s3(backup, &field(base, "S3Configuration"))?;
+    let backup = backup_of(config, base)?;
     let endpoint =
         Value::map().with("Url", url).with_opt("Name", endpoint_name).with_opt("AccessKey", access_key);
     Ok(Value::map()
@@ -689,16 +665,7 @@ fn opensearch(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
         ));
     }
     let hints = hints(config, base, OPENSEARCH_SIZE_MB_MAX)?;
-    let retry = match config.structure_opt("RetryOptions")? {
-        Some(options) => options.int_opt("DurationInSeconds")?.unwrap_or(HTTP_RETRY_S_DEFAULT),
-        None => HTTP_RETRY_S_DEFAULT,
-    };
-    if !(0..=HTTP_RETRY_S_MAX).contains(&retry) {
-        return Err(validation(
-            &format!("{base}.retryOptions.durationInSeconds"),
-            &format!("Member must have value between 0 and {HTTP_RETRY_S_MAX}"),
-        ));
-    }
+    let retry = retry_of(config, base, HTTP_RETRY_S_DEFAULT)?;
     let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("FailedDocumentsOnly");
     if !matches!(backup_mode, "FailedDocumentsOnly" | "AllDocuments") {
         return Err(validation(
@@ -716,21 +683,9 @@ fn opensearch(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
             "Member must satisfy enum value set: [FIREHOSE_DEFAULT, NO_DOCUMENT_ID]",
         ));
     }
-    let processing = match config.structure_opt("ProcessingConfiguration")? {
-        None => None,
-        Some(processing) => {
-            processors(processing, &format!("{base}.processingConfiguration"))?;
-            Some(processing.value.clone())
-        }
-    };
-    let logging = match config.member("CloudWatchLoggingOptions") {
-        Some(value @ Value::Map(_)) => value.clone(),
-        _ => Value::map().with("Enabled", false),
-    };
-    let backup = config
-        .structure_opt("S3Configuration")?
-        .ok_or_else(|| validation(&field(base, "S3Configuration"), "Member must not be null"))?;
-    let backup = extended_s3(backup, &field(base, "S3Configuration"))?;
+    let processing = processing_of(config, base)?;
+    let logging = logging_of(config);
+    let backup = backup_of(config, base)?;
     Ok(Value::map()
         .with("RoleARN", role)
         .with_opt("ClusterEndpoint", endpoint)
@@ -806,16 +761,7 @@ fn splunk(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
     } else {
         (SPLUNK_SIZE_MB_MAX, SPLUNK_INTERVAL_S_MAX)
     };
-    let retry = match config.structure_opt("RetryOptions")? {
-        Some(options) => options.int_opt("DurationInSeconds")?.unwrap_or(SPLUNK_RETRY_S_DEFAULT),
-        None => SPLUNK_RETRY_S_DEFAULT,
-    };
-    if !(0..=HTTP_RETRY_S_MAX).contains(&retry) {
-        return Err(validation(
-            &format!("{base}.retryOptions.durationInSeconds"),
-            &format!("Member must have value between 0 and {HTTP_RETRY_S_MAX}"),
-        ));
-    }
+    let retry = retry_of(config, base, SPLUNK_RETRY_S_DEFAULT)?;
     let backup_mode = config.str_opt("S3BackupMode")?.unwrap_or("FailedEventsOnly");
     if !matches!(backup_mode, "FailedEventsOnly" | "AllEvents") {
         return Err(validation(
@@ -823,21 +769,9 @@ fn splunk(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
             "Member must satisfy enum value set: [FailedEventsOnly, AllEvents]",
         ));
     }
-    let processing = match config.structure_opt("ProcessingConfiguration")? {
-        None => None,
-        Some(processing) => {
-            processors(processing, &format!("{base}.processingConfiguration"))?;
-            Some(processing.value.clone())
-        }
-    };
-    let logging = match config.member("CloudWatchLoggingOptions") {
-        Some(value @ Value::Map(_)) => value.clone(),
-        _ => Value::map().with("Enabled", false),
-    };
-    let backup = config
-        .structure_opt("S3Configuration")?
-        .ok_or_else(|| validation(&field(base, "S3Configuration"), "Member must not be null"))?;
-    let backup = extended_s3(backup, &field(base, "S3Configuration"))?;
+    let processing = processing_of(config, base)?;
+    let logging = logging_of(config);
+    let backup = backup_of(config, base)?;
     Ok(Value::map()
         .with("HECEndpoint", endpoint)
         .with("HECEndpointType", endpoint_type)
@@ -912,6 +846,49 @@ impl OpenSearchPlan {
             .unwrap_or_default();
         format!("{}{suffix}", self.index)
     }
+}
+
+/// `ProcessingConfiguration`, its processors checked, kept as sent.
+fn processing_of(config: Request<'_>, base: &str) -> Result<Option<Value>, ApiError> {
+    match config.structure_opt("ProcessingConfiguration")? {
+        None => Ok(None),
+        Some(processing) => {
+            processors(processing, &format!("{base}.processingConfiguration"))?;
+            Ok(Some(processing.value.clone()))
+        }
+    }
+}
+
+/// `CloudWatchLoggingOptions` as sent, or AWS's default `{"Enabled": false}`.
+fn logging_of(config: Request<'_>) -> Value {
+    match config.member("CloudWatchLoggingOptions") {
+        Some(value @ Value::Map(_)) => value.clone(),
+        _ => Value::map().with("Enabled", false),
+    }
+}
+
+/// `S3Configuration`, the S3 backup every non-S3 destination needs, checked as an S3
+/// destination.
+fn backup_of(config: Request<'_>, base: &str) -> Result<Value, ApiError> {
+    let backup = config
+        .structure_opt("S3Configuration")?
+        .ok_or_else(|| validation(&field(base, "S3Configuration"), "Member must not be null"))?;
+    extended_s3(backup, &field(base, "S3Configuration"))
+}
+
+/// `RetryOptions.DurationInSeconds`, 0–7200, or the destination's default.
+fn retry_of(config: Request<'_>, base: &str, default: i64) -> Result<i64, ApiError> {
+    let retry = match config.structure_opt("RetryOptions")? {
+        Some(options) => options.int_opt("DurationInSeconds")?.unwrap_or(default),
+        None => default,
+    };
+    if !(0..=HTTP_RETRY_S_MAX).contains(&retry) {
+        return Err(validation(
+            &format!("{base}.retryOptions.durationInSeconds"),
+            &format!("Member must have value between 0 and {HTTP_RETRY_S_MAX}"),
+        ));
+    }
+    Ok(retry)
 }
 
 /// The processors this server runs, with their parameters checked.
