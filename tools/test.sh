@@ -52,12 +52,21 @@ echo "== benchmark smoke run (debug build: the figures mean nothing, the path is
 smoke_dir="target/bench-smoke"
 rm -rf "$smoke_dir"
 # Captured, then printed: `tee /dev/stderr` would truncate a log file that stderr points to.
-output=$(cargo run --quiet --locked -p millrace-bench -- engine --data-dir "$smoke_dir" --duration 2 --producers 4 --vs-fio)
+output=$(cargo run --quiet --locked -p millrace-bench -- engine --data-dir "$smoke_dir" --duration 2 --producers 4 --vs-fio \
+  --read-back)
 printf '%s\n' "$output"
 result=$(printf '%s\n' "$output" | tail -n 1)
 case "$result" in
-  "RESULT mb_per_s="*) echo "bench: ok" ;;
-  *) echo "bench: the last line is not a RESULT line: $result" >&2; exit 1 ;;
+  "RESULT mb_per_s="*read_records_per_s=*) echo "bench: ok" ;;
+  *) echo "bench: the last line is not a RESULT line with the read-back: $result" >&2; exit 1 ;;
+esac
+rm -rf "$smoke_dir"
+echo "== firehose delivery-from-the-log smoke run (in process)"
+output=$(cargo run --quiet --locked -p millrace-bench -- delivery --data-dir "$smoke_dir" --mib 10 --producers 2)
+printf '%s\n' "$output"
+case "$(printf '%s\n' "$output" | tail -n 1)" in
+  "RESULT ingest_mb_per_s="*missing=0) echo "delivery bench: ok" ;;
+  *) echo "delivery bench: the last line is not a RESULT line with nothing missing" >&2; exit 1 ;;
 esac
 rm -rf "$smoke_dir"
 

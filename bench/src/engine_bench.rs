@@ -65,6 +65,11 @@ pub struct EngineArgs {
     /// `EngineConfig::executor_nice`.
     #[arg(long, value_name = "N", default_value_t = -10, allow_hyphen_values = true)]
     pub executor_nice: i32,
+    /// After the appends, read every shard back from its start with the limits a Firehose
+    /// worker reads with (10,000 records or 4 MiB per read, one reader per shard), and report
+    /// the engine's read rate (`read_mb_per_s`, `read_records_per_s`).
+    #[arg(long)]
+    pub read_back: bool,
 }
 
 impl EngineArgs {
@@ -131,6 +136,10 @@ pub fn run(args: &EngineArgs) -> Result<()> {
     );
 
     let measured = measure(&engine, &name, shard_count, args, duration);
+    let read_back = match (&measured, args.read_back) {
+        (Ok(_), true) => Some(read_back(&engine, &name, shard_count)),
+        _ => None,
+    };
     // Clean up whatever happened, so that repeated runs do not fill the disk; but only
     // delete a stream this run created.
     let deleted = if engine.describe_stream(&name).is_ok() {
@@ -145,8 +154,78 @@ pub fn run(args: &EngineArgs) -> Result<()> {
     for line in report::human_lines(&summary, fio.as_ref()) {
         println!("{line}");
     }
-    println!("{}", report::result_line(&summary, fio.as_ref()));
+    let mut result = report::result_line(&summary, fio.as_ref());
+    if let Some(read_back) = read_back {
+        let ReadBack { records, bytes, elapsed } = read_back?;
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let (mb_per_s, records_per_s) = (bytes as f64 / 1e6 / seconds, records as f64 / seconds);
+        println!(
+            "read back: {records} records ({:.1} MB) in {:.2} s: {mb_per_s:.2} MB/s, {records_per_s:.0} records/s",
+            bytes as f64 / 1e6,
+            seconds
+        );
+        result.push_str(&format!(" read_mb_per_s={mb_per_s:.2} read_records_per_s={records_per_s:.0}"));
+    }
+    println!("{result}");
     Ok(())
+}
+
+/// What reading the stream back found.
+struct ReadBack {
+    records: u64,
+    /// Payload bytes (data and partition keys), as the append side counts them.
+    bytes: u64,
+    elapsed: Duration,
+}
+
+/// Reads every shard from its start to its end, one thread per shard, as a Firehose worker
+/// reads its buffer.
+fn read_back(engine: &Engine, name: &StreamName, shard_count: u32) -> Result<ReadBack> {
+    let key = ResourceKey::new(millrace_core::ResourceKind::DataStream, name.to_string());
+    let limits = millrace_core::ReadLimits { max_records: 10_000, max_bytes: 4 << 20 };
+    let start = Instant::now();
+    let tallies: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..shard_count)
+            .map(|shard| {
+                let key = &key;
+                scope.spawn(move || {
+                    block_on(async {
+                        let shard = millrace_core::ShardId::new(shard);
+                        let mut from = engine
+                            .resolve(key, shard, millrace_core::StartPosition::TrimHorizon)
+                            .await
+                            .context("resolving TRIM_HORIZON")?;
+                        let (mut records, mut bytes) = (0u64, 0u64);
+                        loop {
+                            let read = engine.read(key, shard, from, limits).await.context("reading back")?;
+                            if read.records.is_empty() {
+                                return Ok((records, bytes));
+                            }
+                            records += read.records.len() as u64;
+                            bytes += read
+                                .records
+                                .iter()
+                                .map(|record| (record.data.len() + record.partition_key.len()) as u64)
+                                .sum::<u64>();
+                            match read.next {
+                                Some(next) => from = next,
+                                None => return Ok((records, bytes)),
+                            }
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().map_err(|_| anyhow!("a reader panicked"))?).collect()
+    });
+    let elapsed = start.elapsed();
+    let (mut records, mut bytes) = (0, 0);
+    for tally in tallies {
+        let (shard_records, shard_bytes) = tally?;
+        records += shard_records;
+        bytes += shard_bytes;
+    }
+    Ok(ReadBack { records, bytes, elapsed })
 }
 
 fn measure(

@@ -57,8 +57,9 @@ pub struct FirehoseArgs {
     #[arg(long, default_value = "UNCOMPRESSED")]
     pub compression: String,
     /// Delivery alone: put this many MiB (at most 120) while the stream holds everything
-    /// (hints 128 MiB / 900 s), then set the hints to --size-mib/--interval-secs and time how
-    /// fast the backlog is delivered, with nothing else running (`drain_mb_per_s`).
+    /// (hints 128 MiB / 900 s), then set the hints to --size-mib and 0 s (so that the last,
+    /// partial object is not held for the interval) and time how fast the backlog is
+    /// delivered, with nothing else running (`drain_mb_per_s`).
     #[arg(long, value_name = "MIB")]
     pub drain_mib: Option<u64>,
     /// Region for signing.
@@ -192,9 +193,7 @@ async fn measure(args: &FirehoseArgs, name: &str, folder: &Path, compression: Co
                     "ExtendedS3DestinationUpdate",
                     Value::map().with(
                         "BufferingHints",
-                        Value::map()
-                            .with("SizeInMBs", args.size_mib)
-                            .with("IntervalInSeconds", args.interval_secs),
+                        Value::map().with("SizeInMBs", args.size_mib).with("IntervalInSeconds", 0u32),
                     ),
                 );
             let mut admin = args.client()?;

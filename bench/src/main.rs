@@ -8,6 +8,7 @@
 //! that), does not exercise resharding or consumers, and keeps nothing: the bench stream is
 //! deleted at the end.
 
+mod delivery_bench;
 mod engine_bench;
 mod fio;
 mod firehose_bench;
@@ -34,6 +35,8 @@ enum BenchCommand {
     Quic(quic_bench::QuicArgs),
     /// Firehose: PutRecordBatch load, delivered MB/s and put-to-object latency (DataFreshness).
     Firehose(firehose_bench::FirehoseArgs),
+    /// Firehose delivery from the log against the engine's ingest, in process, in one run.
+    Delivery(delivery_bench::DeliveryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         BenchCommand::Kinesis(args) => kinesis_bench::run(&args),
         BenchCommand::Quic(args) => quic_bench::run(&args),
         BenchCommand::Firehose(args) => firehose_bench::run(&args),
+        BenchCommand::Delivery(args) => delivery_bench::run(&args),
     }
 }

@@ -38,6 +38,9 @@ pub const DATA_START: u64 = 5 * BLOCK_BYTES as u64;
 pub const INDEX_INTERVAL_BYTES: u64 = 64 << 10;
 /// Size of the sequential reads recovery and readers make.
 const WINDOW_BYTES: usize = 1 << 20;
+/// Bounds of the windows a reader with a budget reads ([`Segment::scan_within`]).
+pub const WINDOW_MIN_BYTES: usize = 64 << 10;
+pub const WINDOW_MAX_BYTES: usize = 8 << 20;
 
 /// A sparse index entry: the frame at `offset` starts with `sequence` and arrived at
 /// `arrival_ms`. Arrival times never decrease within a shard, so both searches work.
@@ -313,12 +316,24 @@ impl<F: StorageFile> Segment<F> {
     /// Calls `visit` for each committed frame from `offset` on, in order, until it returns
     /// false or the end is reached. Frames were checked when written or recovered; they are
     /// checked again here because the bytes came back from a disk.
-    pub async fn scan<V>(&self, mut offset: u64, mut visit: V) -> Result<(), ScanError>
+    pub async fn scan<V>(&self, offset: u64, visit: V) -> Result<(), ScanError>
     where
         V: FnMut(u64, &Frame<'_>) -> Result<bool, ScanError>,
     {
+        self.scan_within(offset, || WINDOW_BYTES, visit).await
+    }
+
+    /// [`Segment::scan`] reading windows of `window()` bytes (clamped to
+    /// `WINDOW_MIN_BYTES..=WINDOW_MAX_BYTES`), asked before each: a reader that knows how much
+    /// it still wants reads that in one I/O instead of in fixed windows, and no more.
+    pub async fn scan_within<W, V>(&self, mut offset: u64, window: W, mut visit: V) -> Result<(), ScanError>
+    where
+        W: Fn() -> usize,
+        V: FnMut(u64, &Frame<'_>) -> Result<bool, ScanError>,
+    {
         while offset < self.end {
-            let window_len = ((self.end - offset) as usize).min(WINDOW_BYTES);
+            let wanted = window().clamp(WINDOW_MIN_BYTES, WINDOW_MAX_BYTES);
+            let window_len = ((self.end - offset) as usize).min(wanted);
             let bytes = self.read(offset, window_len).await.map_err(ScanError::Io)?;
             let mut at = 0usize;
             loop {

@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use millrace_core::{Engine, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, StartPosition};
+use millrace_core::{
+    Engine, EngineError, ReadLimits, ResourceKey, ResourceKind, SequenceNumber, ShardId, ShardRead,
+    StartPosition,
+};
 
 use super::compress::{compress, compress_owned};
 use super::config::{
@@ -211,7 +214,16 @@ struct Source {
     owner: String,
     /// Where the next read starts; `None` once a closed shard is exhausted.
     from: Option<SequenceNumber>,
+    /// The read after the last one, started as soon as that one returned records, so that
+    /// the shard's core reads (off the disk) while the worker partitions, builds and stores.
+    ahead: Option<ReadAhead>,
 }
+
+/// A read started early: where it starts, and the task reading.
+type ReadAhead = (SequenceNumber, tokio::task::JoinHandle<Result<ShardRead, EngineError>>);
+
+/// What the worker reads at once from a source.
+const READ_LIMITS: ReadLimits = ReadLimits { max_records: 10_000, max_bytes: 4 << 20 };
 
 struct Pending {
     source: usize,
@@ -402,9 +414,27 @@ async fn run(
             let (source_key, shard) = (sources[index].key.clone(), sources[index].shard);
             let signal = engine.commit_signal(&source_key, shard).ok();
             let generation = signal.as_ref().map(|signal| signal.generation());
-            let limits = ReadLimits { max_records: 10_000, max_bytes: 4 << 20 };
-            match engine.read(&source_key, shard, from, limits).await {
+            // A read started ahead is used if it found records; otherwise the log is read now
+            // (records may have been committed since it ran).
+            let early = match sources[index].ahead.take() {
+                Some((at, task)) if at == from => match task.await {
+                    Ok(Ok(read)) if !read.records.is_empty() => Some(read),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let read = match early {
+                Some(read) => Ok(read),
+                None => engine.read(&source_key, shard, from, READ_LIMITS).await,
+            };
+            match read {
                 Ok(read) => {
+                    if let (false, Some(next)) = (read.records.is_empty(), read.next) {
+                        let (engine, key) = (engine.clone(), source_key.clone());
+                        let task =
+                            tokio::spawn(async move { engine.read(&key, shard, next, READ_LIMITS).await });
+                        sources[index].ahead = Some((next, task));
+                    }
                     if read.records.is_empty() {
                         if let (Some(signal), Some(generation)) = (signal, generation) {
                             waits.push((signal, generation));
@@ -442,7 +472,13 @@ async fn run(
                                 let owner = sources[index].owner.clone();
                                 let from =
                                     engine.resolve(&source_key, child, StartPosition::TrimHorizon).await.ok();
-                                sources.push(Source { key: source_key.clone(), shard: child, owner, from });
+                                sources.push(Source {
+                                    key: source_key.clone(),
+                                    shard: child,
+                                    owner,
+                                    from,
+                                    ahead: None,
+                                });
                             }
                         }
                     }
@@ -863,7 +899,13 @@ async fn open_sources(
         None => {
             let shard = ShardId::new(0);
             let from = start_of(engine, key, OWNER, shard, StartPosition::TrimHorizon).await?;
-            sources.push(Source { key: key.clone(), shard, owner: OWNER.to_owned(), from: Some(from) });
+            sources.push(Source {
+                key: key.clone(),
+                shard,
+                owner: OWNER.to_owned(),
+                from: Some(from),
+                ahead: None,
+            });
         }
         Some(source) => {
             let stream = ResourceKey::new(ResourceKind::DataStream, source.stream.clone());
@@ -879,6 +921,7 @@ async fn open_sources(
                     shard: shard.shard_id(),
                     owner: owner.clone(),
                     from: Some(from),
+                    ahead: None,
                 });
             }
         }
