@@ -88,8 +88,12 @@ fn fail(results: &mut Outcomes, positions: &[usize], error: &EngineError) {
 impl Engine {
     /// Starts one executor per core, recovers the catalog, the positions and every shard, and
     /// returns once the engine serves requests.
-    pub fn start(config: EngineConfig) -> Result<Engine, StartError> {
+    pub fn start(mut config: EngineConfig) -> Result<Engine, StartError> {
         std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        // A relative directory has an empty parent, which cannot be synced; the same
+        // directory named from the root has one.
+        config.data_dir = std::fs::canonicalize(&config.data_dir)
             .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cores = config.cores.max(1);
