@@ -1,0 +1,19 @@
+//! Millrace analytics (issue 11): the SQL front ends, the window plan, the operators, the wgpu
+//! kernels and their CPU reference. No sockets; the API lives in `net/src/analytics/`.
+//!
+//! What is here so far is the part every other piece stands on, the aggregate state and the
+//! window arithmetic:
+//! - [`agg`]: the state of each aggregate KDA SQL computes (COUNT, SUM, MIN, MAX, AVG,
+//!   approximate COUNT DISTINCT, approximate percentiles, TOP-K). Every state is integer and
+//!   order-independent and merges exactly, so that panes combine into windows, and so that a
+//!   GPU kernel running the same integer arithmetic in any order gives the same bits. This is
+//!   the CPU reference the kernels will be tested against.
+//! - [`pane`]: windows of size and slide aggregated as panes of gcd(size, slide), never by
+//!   copying an event into every window it belongs to.
+//!
+//! Not here yet: the SQL front ends, the plan, event time and watermarks, the wgpu kernels.
+
+#![forbid(unsafe_code)]
+
+pub mod agg;
+pub mod pane;
