@@ -13,6 +13,8 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3 python
 # ... and with the AWS SDK for JavaScript v3 on Node.js.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# The analytics kernels run on wgpu; with no GPU, on Mesa's lavapipe (Vulkan on the CPU).
+compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null || need_apt+=(mesa-vulkan-drivers)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -41,10 +43,12 @@ if ! cmp -s "$js/package-lock.json" "$js/node_modules/.package-lock.installed" 2
   cp "$js/package-lock.json" "$js/node_modules/.package-lock.installed"
 fi
 
-echo "== cargo test (workspace, debug)"
+echo "== cargo test (workspace, debug; the GPU kernels on whatever adapter wgpu finds, lavapipe here)"
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$test_log"
+# A kernel test that finds no adapter fails instead of skipping.
+export MILLRACE_GPU_REQUIRED=1
+cargo test --workspace --locked --features millrace-gpu/device 2>&1 | tee "$test_log"
 # cargo's last "test result" line is often a doc-test run of 0: sum them all instead.
 summary=$(awk '/^test result:/ {passed += $4; failed += $6} END {printf "%d passed, %d failed", passed, failed}' "$test_log")
 

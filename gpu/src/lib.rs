@@ -11,9 +11,14 @@
 //! - [`pane`]: windows of size and slide aggregated as panes of gcd(size, slide), never by
 //!   copying an event into every window it belongs to.
 //!
-//! Not here yet: the SQL front ends, the plan, event time and watermarks, the wgpu kernels.
+//! - [`device`] (feature `device`): wgpu, and the first kernel, the COUNT DISTINCT registers
+//!   of a batch (`kernels/distinct.wgsl`), tested bit for bit against [`agg::distinct`].
+//!
+//! Not here yet: the SQL front ends, the plan, event time and watermarks, the other kernels.
 
 #![forbid(unsafe_code)]
 
 pub mod agg;
+#[cfg(feature = "device")]
+pub mod device;
 pub mod pane;

@@ -76,6 +76,16 @@ impl Merge for Distinct {
     }
 }
 
+/// The registers of a batch of integers, however many are distinct: what the GPU kernel
+/// (`kernels/distinct.wgsl`) computes, bit for bit.
+pub fn registers_of_i64(values: &[i64]) -> Box<[u8; REGISTERS]> {
+    let mut registers = Box::new([0u8; REGISTERS]);
+    for value in values {
+        insert(&mut registers, super::hash::hash64(&super::hash::canonical_i64(*value)));
+    }
+    registers
+}
+
 fn registers_of(set: &BTreeSet<u64>) -> Box<[u8; REGISTERS]> {
     let mut registers = Box::new([0u8; REGISTERS]);
     set.iter().for_each(|hash| insert(&mut registers, *hash));
