@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use wgpu::util::DeviceExt;
 
 use crate::agg::distinct::REGISTERS;
+use crate::agg::Sum;
 
 /// Why a kernel could not run.
 #[derive(Debug)]
@@ -30,12 +31,37 @@ impl std::error::Error for GpuError {}
 /// Workgroups dispatched at most; threads then stride over the batch.
 const GROUPS_MAX: u32 = 1024;
 const GROUP_THREADS: u32 = 256;
+/// Events per dispatch of `pane_sum` (see the kernel).
+const PANE_SUM_EVENTS_MAX: usize = 65_535;
 
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     adapter: String,
     distinct: wgpu::ComputePipeline,
+    pane_sum: wgpu::ComputePipeline,
+}
+
+fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+/// What a kernel binds: read-only inputs, its zeroed output, and the batch's value count.
+struct Binding<'a> {
+    inputs: &'a [&'a [u8]],
+    output_bytes: usize,
+    count: u32,
 }
 
 impl Gpu {
@@ -59,20 +85,10 @@ impl Gpu {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&descriptor))
             .map_err(|error| GpuError::Device(error.to_string()))?;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("distinct"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("kernels/distinct.wgsl").into()),
-        });
-        let distinct = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("distinct"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let distinct = pipeline(&device, "distinct", include_str!("kernels/distinct.wgsl"));
+        let pane_sum = pipeline(&device, "pane_sum", include_str!("kernels/pane_sum.wgsl"));
         let adapter = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
-        Ok(Some(Gpu { device, queue, adapter, distinct }))
+        Ok(Some(Gpu { device, queue, adapter, distinct, pane_sum }))
     }
 
     /// The adapter, in words (for the log line that says which device runs the kernels).
@@ -88,49 +104,105 @@ impl Gpu {
             return Ok(registers);
         }
         let words: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
-        let input = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("distinct values"),
-            contents: &words,
-            usage: wgpu::BufferUsages::STORAGE,
-        });
         let count =
             u32::try_from(values.len()).map_err(|_| GpuError::Run("a batch of 2^32 values".into()))?;
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("distinct batch"),
-            contents: &count.to_le_bytes(),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let size = (REGISTERS * 4) as u64;
+        let binding = Binding { inputs: &[&words], output_bytes: REGISTERS * 4, count };
+        let output = self.run(&self.distinct, &binding)?;
+        for (register, word) in registers.iter_mut().zip(output.chunks_exact(4)) {
+            let rank = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+            *register = u8::try_from(rank).map_err(|_| GpuError::Run(format!("a rank of {rank}")))?;
+        }
+        Ok(registers)
+    }
+
+    /// COUNT and SUM of `values` per pane (`panes[i]` is the pane of `values[i]`, below
+    /// `pane_count`): what folding each value into its pane's [`Sum`] computes.
+    pub fn pane_sums(&self, panes: &[u32], values: &[i64], pane_count: usize) -> Result<Vec<Sum>, GpuError> {
+        if panes.len() != values.len() || panes.iter().any(|pane| *pane as usize >= pane_count) {
+            return Err(GpuError::Run("every value needs a pane below the pane count".into()));
+        }
+        let mut sums = vec![Sum::default(); pane_count];
+        // At most 65,535 events a dispatch, so that no 16-bit limb's counter wraps.
+        for (panes, values) in panes.chunks(PANE_SUM_EVENTS_MAX).zip(values.chunks(PANE_SUM_EVENTS_MAX)) {
+            let pane_words: Vec<u8> = panes.iter().flat_map(|pane| pane.to_le_bytes()).collect();
+            let value_words: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
+            let binding = Binding {
+                inputs: &[&pane_words, &value_words],
+                output_bytes: pane_count * 5 * 4,
+                count: values.len() as u32,
+            };
+            let output = self.run(&self.pane_sum, &binding)?;
+            let words: Vec<u32> = output
+                .chunks_exact(4)
+                .map(|word| u32::from_le_bytes(word.try_into().expect("4 bytes")))
+                .collect();
+            for (sum, pane) in sums.iter_mut().zip(words.chunks_exact(5)) {
+                let count = u64::from(pane[0]);
+                if count == 0 {
+                    continue;
+                }
+                let offset: i128 = (0..4).map(|limb| i128::from(pane[1 + limb]) << (16 * limb)).sum();
+                sum.add_partial(offset - (i128::from(count) << 63), count);
+            }
+        }
+        Ok(sums)
+    }
+
+    /// Runs `pipeline` once over a batch and reads its output back.
+    fn run(&self, pipeline: &wgpu::ComputePipeline, binding: &Binding<'_>) -> Result<Vec<u8>, GpuError> {
+        let mut buffers: Vec<wgpu::Buffer> = binding
+            .inputs
+            .iter()
+            .map(|contents| {
+                self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents,
+                    usage: wgpu::BufferUsages::STORAGE,
+                })
+            })
+            .collect();
+        let size = binding.output_bytes as u64;
         let output = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("distinct registers"),
-            contents: &vec![0u8; REGISTERS * 4],
+            label: Some("output"),
+            contents: &vec![0u8; binding.output_bytes],
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         });
+        buffers.push(output);
+        buffers.push(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("batch"),
+            contents: &binding.count.to_le_bytes(),
+            usage: wgpu::BufferUsages::UNIFORM,
+        }));
         let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("distinct readback"),
+            label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let layout = self.distinct.get_bind_group_layout(0);
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(index, buffer)| wgpu::BindGroupEntry {
+                binding: index as u32,
+                resource: buffer.as_entire_binding(),
+            })
+            .collect();
         let bindings = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("distinct"),
+            label: None,
             layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: input.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: output.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: uniform.as_entire_binding() },
-            ],
+            entries: &entries,
         });
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            pass.set_pipeline(&self.distinct);
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bindings, &[]);
-            pass.dispatch_workgroups(count.div_ceil(GROUP_THREADS).clamp(1, GROUPS_MAX), 1, 1);
+            pass.dispatch_workgroups(binding.count.div_ceil(GROUP_THREADS).clamp(1, GROUPS_MAX), 1, 1);
         }
-        encoder.copy_buffer_to_buffer(&output, 0, &readback, 0, size);
+        let output = &buffers[binding.inputs.len()];
+        encoder.copy_buffer_to_buffer(output, 0, &readback, 0, size);
         self.queue.submit([encoder.finish()]);
         let (done, finished) = mpsc::channel();
         readback.slice(..).map_async(wgpu::MapMode::Read, move |outcome| {
@@ -143,18 +215,11 @@ impl Gpu {
             .recv()
             .map_err(|_| GpuError::Run("the readback was dropped".into()))?
             .map_err(|error| GpuError::Run(error.to_string()))?;
-        {
-            let mapped = readback.slice(..).get_mapped_range();
-            for (register, word) in registers.iter_mut().zip(mapped.chunks_exact(4)) {
-                let rank = u32::from_le_bytes(word.try_into().expect("4 bytes"));
-                *register = u8::try_from(rank).map_err(|_| GpuError::Run(format!("a rank of {rank}")))?;
-            }
-        }
+        let bytes = readback.slice(..).get_mapped_range().to_vec();
         readback.unmap();
-        Ok(registers)
+        Ok(bytes)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,8 +250,41 @@ mod tests {
         assert_eq!(*gpu.distinct_registers(&[]).unwrap(), [0u8; REGISTERS]);
     }
 
+    #[test]
+    fn pane_sums_of_extreme_values_over_several_dispatches() {
+        let Some(gpu) = gpu() else { return };
+        let values: Vec<i64> = (0..150_000i64)
+            .map(|i| match i % 4 {
+                0 => i64::MAX,
+                1 => i64::MIN,
+                2 => -i,
+                _ => i * 1_000_003,
+            })
+            .collect();
+        let panes: Vec<u32> = (0..values.len() as u32).map(|i| i % 3).collect();
+        let mut expected = vec![Sum::default(); 4];
+        for (pane, value) in panes.iter().zip(&values) {
+            expected[*pane as usize].add_i64(*value);
+        }
+        assert_eq!(gpu.pane_sums(&panes, &values, 4).unwrap(), expected);
+        assert!(gpu.pane_sums(&[4], &[1], 4).is_err());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn gpu_pane_sums_are_the_cpu_sums_bit_for_bit(
+            events in proptest::collection::vec((0u32..40, any::<i64>()), 0..3000),
+        ) {
+            let Some(gpu) = gpu() else { return Ok(()) };
+            let (panes, values): (Vec<u32>, Vec<i64>) = events.into_iter().unzip();
+            let mut expected = vec![Sum::default(); 40];
+            for (pane, value) in panes.iter().zip(&values) {
+                expected[*pane as usize].add_i64(*value);
+            }
+            prop_assert_eq!(gpu.pane_sums(&panes, &values, 40).unwrap(), expected);
+        }
+
         #[test]
         fn gpu_registers_are_the_cpu_registers_bit_for_bit(
             values in proptest::collection::vec(any::<i64>(), 0..5000),

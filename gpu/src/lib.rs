@@ -11,8 +11,10 @@
 //! - [`pane`]: windows of size and slide aggregated as panes of gcd(size, slide), never by
 //!   copying an event into every window it belongs to.
 //!
-//! - [`device`] (feature `device`): wgpu, and the first kernel, the COUNT DISTINCT registers
-//!   of a batch (`kernels/distinct.wgsl`), tested bit for bit against [`agg::distinct`].
+//! - [`device`] (feature `device`): wgpu, and the first kernels, each tested bit for bit
+//!   against its CPU reference: the COUNT DISTINCT registers of a batch
+//!   (`kernels/distinct.wgsl`, against [`agg::distinct`]) and COUNT and SUM per pane
+//!   (`kernels/pane_sum.wgsl`, against [`agg::Sum`]).
 //!
 //! Not here yet: the SQL front ends, the plan, event time and watermarks, the other kernels.
 

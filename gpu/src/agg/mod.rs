@@ -118,6 +118,12 @@ impl Sum {
         }
     }
 
+    /// Adds an exact partial sum of `count` integers (from a kernel).
+    pub fn add_partial(&mut self, total: i128, count: u64) {
+        self.total.add(total);
+        self.count += count;
+    }
+
     pub fn count(&self) -> u64 {
         self.count
     }
