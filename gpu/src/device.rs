@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use wgpu::util::DeviceExt;
 
 use crate::agg::distinct::REGISTERS;
-use crate::agg::Sum;
+use crate::agg::{MinMax, Sum};
 
 /// Why a kernel could not run.
 #[derive(Debug)]
@@ -40,9 +40,15 @@ pub struct Gpu {
     adapter: String,
     distinct: wgpu::ComputePipeline,
     pane_sum: wgpu::ComputePipeline,
+    pane_min_high: wgpu::ComputePipeline,
+    pane_min_low: wgpu::ComputePipeline,
 }
 
 fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+    pipeline_at(device, label, source, "main")
+}
+
+fn pipeline_at(device: &wgpu::Device, label: &str, source: &str, entry: &str) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(label),
         source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -51,16 +57,18 @@ fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePi
         label: Some(label),
         layout: None,
         module: &module,
-        entry_point: Some("main"),
+        entry_point: Some(entry),
         compilation_options: Default::default(),
         cache: None,
     })
 }
 
-/// What a kernel binds: read-only inputs, its zeroed output, and the batch's value count.
+/// What a kernel binds: read-only inputs, its output (zeroed, or these bytes), and the
+/// batch's value count.
 struct Binding<'a> {
     inputs: &'a [&'a [u8]],
     output_bytes: usize,
+    initial: Option<&'a [u8]>,
     count: u32,
 }
 
@@ -87,8 +95,11 @@ impl Gpu {
             .map_err(|error| GpuError::Device(error.to_string()))?;
         let distinct = pipeline(&device, "distinct", include_str!("kernels/distinct.wgsl"));
         let pane_sum = pipeline(&device, "pane_sum", include_str!("kernels/pane_sum.wgsl"));
+        let minmax = include_str!("kernels/pane_minmax.wgsl");
+        let pane_min_high = pipeline_at(&device, "pane_minmax", minmax, "high");
+        let pane_min_low = pipeline_at(&device, "pane_minmax", minmax, "low");
         let adapter = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
-        Ok(Some(Gpu { device, queue, adapter, distinct, pane_sum }))
+        Ok(Some(Gpu { device, queue, adapter, distinct, pane_sum, pane_min_high, pane_min_low }))
     }
 
     /// The adapter, in words (for the log line that says which device runs the kernels).
@@ -106,7 +117,7 @@ impl Gpu {
         let words: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
         let count =
             u32::try_from(values.len()).map_err(|_| GpuError::Run("a batch of 2^32 values".into()))?;
-        let binding = Binding { inputs: &[&words], output_bytes: REGISTERS * 4, count };
+        let binding = Binding { inputs: &[&words], output_bytes: REGISTERS * 4, initial: None, count };
         let output = self.run(&self.distinct, &binding)?;
         for (register, word) in registers.iter_mut().zip(output.chunks_exact(4)) {
             let rank = u32::from_le_bytes(word.try_into().expect("4 bytes"));
@@ -129,6 +140,7 @@ impl Gpu {
             let binding = Binding {
                 inputs: &[&pane_words, &value_words],
                 output_bytes: pane_count * 5 * 4,
+                initial: None,
                 count: values.len() as u32,
             };
             let output = self.run(&self.pane_sum, &binding)?;
@@ -148,6 +160,51 @@ impl Gpu {
         Ok(sums)
     }
 
+    /// MIN and MAX of `values` per pane (as [`Self::pane_sums`] takes them): what folding each
+    /// value into its pane's [`MinMax`] computes.
+    pub fn pane_extremes(
+        &self,
+        panes: &[u32],
+        values: &[i64],
+        pane_count: usize,
+    ) -> Result<Vec<MinMax>, GpuError> {
+        if panes.len() != values.len() || panes.iter().any(|pane| *pane as usize >= pane_count) {
+            return Err(GpuError::Run("every value needs a pane below the pane count".into()));
+        }
+        let count =
+            u32::try_from(values.len()).map_err(|_| GpuError::Run("a batch of 2^32 values".into()))?;
+        let pane_words: Vec<u8> = panes.iter().flat_map(|pane| pane.to_le_bytes()).collect();
+        let value_words: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
+        let start: Vec<u8> = [0u32, u32::MAX, u32::MAX, 0, 0]
+            .iter()
+            .cycle()
+            .take(pane_count * 5)
+            .flat_map(|word| word.to_le_bytes())
+            .collect();
+        let mut binding = Binding {
+            inputs: &[&pane_words, &value_words],
+            output_bytes: pane_count * 5 * 4,
+            initial: Some(&start),
+            count,
+        };
+        let highs = self.run(&self.pane_min_high, &binding)?;
+        binding.initial = Some(&highs);
+        let output = self.run(&self.pane_min_low, &binding)?;
+        let words: Vec<u32> = output
+            .chunks_exact(4)
+            .map(|word| u32::from_le_bytes(word.try_into().expect("4 bytes")))
+            .collect();
+        Ok(words
+            .chunks_exact(5)
+            .map(|pane| {
+                let key = |high: u32, low: u32| (u64::from(high) << 32) | u64::from(low);
+                let mut extremes = MinMax::default();
+                extremes.add_partial(key(pane[1], pane[2]), key(pane[3], pane[4]), u64::from(pane[0]));
+                extremes
+            })
+            .collect())
+    }
+
     /// Runs `pipeline` once over a batch and reads its output back.
     fn run(&self, pipeline: &wgpu::ComputePipeline, binding: &Binding<'_>) -> Result<Vec<u8>, GpuError> {
         let mut buffers: Vec<wgpu::Buffer> = binding
@@ -162,9 +219,17 @@ impl Gpu {
             })
             .collect();
         let size = binding.output_bytes as u64;
+        let zeros;
+        let initial = match binding.initial {
+            Some(initial) => initial,
+            None => {
+                zeros = vec![0u8; binding.output_bytes];
+                &zeros
+            }
+        };
         let output = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("output"),
-            contents: &vec![0u8; binding.output_bytes],
+            contents: initial,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         });
         buffers.push(output);
@@ -270,8 +335,34 @@ mod tests {
         assert!(gpu.pane_sums(&[4], &[1], 4).is_err());
     }
 
+    #[test]
+    fn pane_extremes_of_extreme_values() {
+        let Some(gpu) = gpu() else { return };
+        let values = [i64::MAX, i64::MIN, -1, 0, 1, 1 << 32, (1 << 32) - 1, -(1 << 32), 7];
+        let panes = [0u32, 0, 1, 1, 1, 2, 2, 2, 2];
+        let mut expected = vec![MinMax::default(); 4];
+        for (pane, value) in panes.iter().zip(&values) {
+            expected[*pane as usize].add_i64(*value);
+        }
+        assert_eq!(gpu.pane_extremes(&panes, &values, 4).unwrap(), expected);
+        assert_eq!(expected[3], MinMax::default());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn gpu_pane_extremes_are_the_cpu_extremes_bit_for_bit(
+            events in proptest::collection::vec((0u32..40, prop_oneof![any::<i64>(), -1000i64..1000]), 0..3000),
+        ) {
+            let Some(gpu) = gpu() else { return Ok(()) };
+            let (panes, values): (Vec<u32>, Vec<i64>) = events.into_iter().unzip();
+            let mut expected = vec![MinMax::default(); 40];
+            for (pane, value) in panes.iter().zip(&values) {
+                expected[*pane as usize].add_i64(*value);
+            }
+            prop_assert_eq!(gpu.pane_extremes(&panes, &values, 40).unwrap(), expected);
+        }
+
         #[test]
         fn gpu_pane_sums_are_the_cpu_sums_bit_for_bit(
             events in proptest::collection::vec((0u32..40, any::<i64>()), 0..3000),

@@ -13,8 +13,9 @@
 //!
 //! - [`device`] (feature `device`): wgpu, and the first kernels, each tested bit for bit
 //!   against its CPU reference: the COUNT DISTINCT registers of a batch
-//!   (`kernels/distinct.wgsl`, against [`agg::distinct`]) and COUNT and SUM per pane
-//!   (`kernels/pane_sum.wgsl`, against [`agg::Sum`]).
+//!   (`kernels/distinct.wgsl`, against [`agg::distinct`]), COUNT and SUM per pane
+//!   (`kernels/pane_sum.wgsl`, against [`agg::Sum`]) and MIN and MAX per pane
+//!   (`kernels/pane_minmax.wgsl`, against [`agg::MinMax`]).
 //!
 //! Not here yet: the SQL front ends, the plan, event time and watermarks, the other kernels.
 

@@ -204,6 +204,13 @@ impl MinMax {
         self.add_key(key_of_f64(value));
     }
 
+    /// Adds the extremes of `count` values found elsewhere (a kernel); nothing for 0 values.
+    pub fn add_partial(&mut self, min_key: u64, max_key: u64, count: u64) {
+        if count > 0 {
+            self.merge(&MinMax { min: min_key, max: max_key, count });
+        }
+    }
+
     /// The smallest and largest keys; `None` for no values.
     pub fn keys(&self) -> Option<(u64, u64)> {
         (self.count > 0).then_some((self.min, self.max))
