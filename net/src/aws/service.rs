@@ -120,6 +120,15 @@ impl Reply {
         }
     }
 
+    /// The answer of a JSON 1.1 (`X-Amz-Target`) operation: its value in the request's
+    /// encoding, or its error in the JSON shape with the error's status.
+    pub fn target(protocol: Protocol, outcome: Result<super::document::Value, ApiError>) -> Reply {
+        match outcome {
+            Ok(value) => Reply::encoded(200, protocol, super::document::encode(protocol, &value)),
+            Err(error) => Reply::error(ErrorStyle::Json, protocol, error.code.status(), &error),
+        }
+    }
+
     /// An error in a service's shape.
     pub fn error(style: ErrorStyle, protocol: Protocol, status: u16, error: &ApiError) -> Reply {
         let content_type = match style {

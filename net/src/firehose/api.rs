@@ -16,7 +16,7 @@ use super::invoke::LambdaEndpoint;
 use super::sink::Sink;
 use super::spec::{KinesisSource, Spec};
 use crate::aws::service::{Call, Reply, ReplyFuture, Routing, Service};
-use crate::aws::{document as value, ApiError, ErrorStyle, Protocol, Request, Value, ACCOUNT_ID};
+use crate::aws::{document as value, ApiError, Protocol, Request, Value, ACCOUNT_ID};
 
 /// The target prefix of the Firehose API.
 pub const TARGET_PREFIX: &str = "Firehose_20150804";
@@ -743,10 +743,7 @@ impl Service for FirehoseApi {
             let protocol = call.head.protocol;
             let operation = call.head.operation.clone().unwrap_or_default();
             let request_id = call.head.request_id.clone();
-            match self.handle(&operation, protocol, call.body.bytes(), &request_id).await {
-                Ok(value) => Reply::encoded(200, protocol, value::encode(protocol, &value)),
-                Err(error) => Reply::error(ErrorStyle::Json, protocol, error.code.status(), &error),
-            }
+            Reply::target(protocol, self.handle(&operation, protocol, call.body.bytes(), &request_id).await)
         })
     }
 }

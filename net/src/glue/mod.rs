@@ -12,7 +12,7 @@ use std::sync::Arc;
 use millrace_core::{Engine, NewResource, ResourceKey, ResourceKind, ResourceUpdate, StreamMode};
 
 use crate::aws::service::{Call, Reply, ReplyFuture, Routing, Service};
-use crate::aws::{document as value, ApiError, ErrorCode, ErrorStyle, Protocol, Request, Value, ACCOUNT_ID};
+use crate::aws::{document as value, ApiError, ErrorCode, Protocol, Request, Value, ACCOUNT_ID};
 
 pub const TARGET_PREFIX: &str = "AWSGlue";
 
@@ -496,10 +496,7 @@ impl Service for GlueApi {
             let protocol = call.head.protocol;
             let operation = call.head.operation.clone().unwrap_or_default();
             let request_id = call.head.request_id.clone();
-            match self.handle(&operation, protocol, call.body.bytes(), &request_id).await {
-                Ok(value) => Reply::encoded(200, protocol, value::encode(protocol, &value)),
-                Err(error) => Reply::error(ErrorStyle::Json, protocol, error.code.status(), &error),
-            }
+            Reply::target(protocol, self.handle(&operation, protocol, call.body.bytes(), &request_id).await)
         })
     }
 }
