@@ -17,7 +17,14 @@
 //!   (`kernels/pane_sum.wgsl`, against [`agg::Sum`]) and MIN and MAX per pane
 //!   (`kernels/pane_minmax.wgsl`, against [`agg::MinMax`]).
 //!
-//! Not here yet: the SQL front ends, the plan, event time and watermarks, the other kernels.
+//! - [`sql`]: the KDA SQL front end. Application code (in-application streams, pumps, tumbling
+//!   windows by STEP/FLOOR on ROWTIME, sliding windows, stagger windows, reference-data joins,
+//!   the TOP-K and COUNT DISTINCT table functions) parsed with sqlparser and a KDA pre-pass,
+//!   names resolved, refusals placed at their line and column; the plan writes itself back as
+//!   SQL that parses to the same plan.
+//!
+//! Not here yet: the operators that run a plan, event time and watermarks, the Flink-style
+//! dialect, the other kernels.
 
 #![forbid(unsafe_code)]
 
@@ -25,3 +32,4 @@ pub mod agg;
 #[cfg(feature = "device")]
 pub mod device;
 pub mod pane;
+pub mod sql;

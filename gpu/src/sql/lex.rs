@@ -1,0 +1,510 @@
+//! Tokens with locations, the KDA dialect, and the statements of application code: `CREATE
+//! STREAM` and the pump's header parsed here, the pump's `SELECT` by sqlparser after a pre-pass
+//! that rewrites KDA's own forms (see the module above).
+
+use sqlparser::ast;
+use sqlparser::dialect::Dialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use super::plan::{Column, Name, SqlType};
+use super::{Position, SqlError};
+
+/// Statements nested deeper than this are refused (sqlparser's own guard, stated here).
+const RECURSION_LIMIT: usize = 64;
+
+/// KDA's SQL: identifiers quoted with `"` only; `CURSOR(SELECT …)` as a function argument.
+#[derive(Debug)]
+pub(crate) struct KdaDialect;
+
+impl Dialect for KdaDialect {
+    fn is_identifier_start(&self, ch: char) -> bool {
+        ch.is_alphabetic() || ch == '_'
+    }
+
+    fn is_identifier_part(&self, ch: char) -> bool {
+        ch.is_alphanumeric() || ch == '_' || ch == '$'
+    }
+
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        ch == '"'
+    }
+
+    fn supports_subquery_as_function_arg(&self) -> bool {
+        true
+    }
+}
+
+pub(crate) fn position(location: Location) -> Position {
+    Position { line: location.line, column: location.column }
+}
+
+/// One statement of the code.
+pub(crate) enum Statement {
+    CreateStream { at: Position, name: Name, columns: Vec<(Column, Position)> },
+    CreatePump(Box<PumpStatement>),
+}
+
+pub(crate) struct PumpStatement {
+    pub at: Position,
+    pub name: Name,
+    pub target: (Name, Position),
+    /// The target's columns named by the INSERT, if any.
+    pub columns: Vec<(Name, Position)>,
+    pub query: ast::Query,
+    /// Where the query starts (its SELECT).
+    pub query_at: Position,
+    /// `WINDOWED BY STAGGER (… RANGE interval)`: the interval, and where the clause starts.
+    pub stagger: Option<(ast::Expr, Position)>,
+}
+
+/// The statements of `code`, in order.
+pub(crate) fn statements(code: &str) -> Result<Vec<Statement>, SqlError> {
+    let tokens = Tokenizer::new(&KdaDialect, code).tokenize_with_location().map_err(|error| SqlError {
+        position: (error.location.line > 0).then_some(position(error.location)),
+        message: error.message,
+    })?;
+    let tokens: Vec<TokenWithSpan> =
+        tokens.into_iter().filter(|token| !matches!(token.token, Token::Whitespace(_))).collect();
+    let mut statements = Vec::new();
+    for part in tokens.split(|token| token.token == Token::SemiColon) {
+        if !part.is_empty() {
+            statements.push(statement(part)?);
+        }
+    }
+    if statements.is_empty() {
+        return Err(SqlError { position: None, message: "the application code has no statement".into() });
+    }
+    Ok(statements)
+}
+
+/// A cursor over one statement's tokens (no whitespace).
+struct Cursor<'a> {
+    tokens: &'a [TokenWithSpan],
+    next: usize,
+    /// Where the statement ends, for errors at its end.
+    end: Position,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<&'a TokenWithSpan> {
+        self.tokens.get(self.next)
+    }
+
+    fn here(&self) -> Position {
+        self.peek().map_or(self.end, |token| position(token.span.start))
+    }
+
+    fn error(&self, expected: &str) -> SqlError {
+        match self.peek() {
+            Some(token) => SqlError::at(self.here(), format!("expected {expected}, found {}", token.token)),
+            None => SqlError::at(self.end, format!("expected {expected}, found the end of the statement")),
+        }
+    }
+
+    /// Consumes an unquoted word, case-insensitively.
+    fn eat_word(&mut self, word: &str) -> bool {
+        match self.peek() {
+            Some(TokenWithSpan { token: Token::Word(found), .. })
+                if found.quote_style.is_none() && found.value.eq_ignore_ascii_case(word) =>
+            {
+                self.next += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn expect_word(&mut self, word: &str) -> Result<(), SqlError> {
+        if self.eat_word(word) {
+            Ok(())
+        } else {
+            Err(self.error(word))
+        }
+    }
+
+    fn eat(&mut self, token: &Token) -> bool {
+        if self.peek().is_some_and(|found| &found.token == token) {
+            self.next += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, token: &Token) -> Result<(), SqlError> {
+        if self.eat(token) {
+            Ok(())
+        } else {
+            Err(self.error(&format!("{token}")))
+        }
+    }
+
+    /// An identifier, normalized as KDA compares it (unquoted: upper case).
+    fn name(&mut self, what: &str) -> Result<(Name, Position), SqlError> {
+        let at = self.here();
+        match self.peek() {
+            Some(TokenWithSpan { token: Token::Word(word), .. }) => {
+                self.next += 1;
+                Ok((normalized(&word.value, word.quote_style), at))
+            }
+            _ => Err(self.error(what)),
+        }
+    }
+
+    fn number(&mut self, what: &str) -> Result<u32, SqlError> {
+        let at = self.here();
+        match self.peek() {
+            Some(TokenWithSpan { token: Token::Number(text, _), .. }) => {
+                self.next += 1;
+                text.parse()
+                    .map_err(|_| SqlError::at(at, format!("{what} must be a whole number, not {text}")))
+            }
+            _ => Err(self.error(what)),
+        }
+    }
+}
+
+pub(crate) fn normalized(value: &str, quote_style: Option<char>) -> Name {
+    match quote_style {
+        Some(_) => Name::new(value),
+        None => Name::new(value.to_uppercase()),
+    }
+}
+
+fn statement(tokens: &[TokenWithSpan]) -> Result<Statement, SqlError> {
+    let end = tokens.last().map_or(Position::default(), |token| position(token.span.end));
+    let mut cursor = Cursor { tokens, next: 0, end };
+    let at = cursor.here();
+    if !cursor.eat_word("CREATE") {
+        return Err(cursor.error("CREATE (application code is CREATE STREAM and CREATE PUMP statements)"));
+    }
+    if cursor.eat_word("OR") {
+        cursor.expect_word("REPLACE")?;
+    }
+    if cursor.eat_word("STREAM") {
+        let (name, _) = cursor.name("the stream's name")?;
+        cursor.expect(&Token::LParen)?;
+        let mut columns = Vec::new();
+        loop {
+            let (column_name, column_at) = cursor.name("a column name")?;
+            let sql_type = sql_type(&mut cursor)?;
+            let not_null = if cursor.eat_word("NOT") {
+                cursor.expect_word("NULL")?;
+                true
+            } else {
+                false
+            };
+            if columns.iter().any(|(column, _): &(Column, Position)| column.name == column_name) {
+                return Err(SqlError::at(column_at, format!("column {column_name} is declared twice")));
+            }
+            columns.push((Column { name: column_name, sql_type, not_null }, column_at));
+            if !cursor.eat(&Token::Comma) {
+                break;
+            }
+        }
+        cursor.expect(&Token::RParen)?;
+        if cursor.peek().is_some() {
+            return Err(cursor.error("; after the stream's columns"));
+        }
+        return Ok(Statement::CreateStream { at, name, columns });
+    }
+    if cursor.eat_word("PUMP") {
+        let (name, _) = cursor.name("the pump's name")?;
+        cursor.expect_word("AS")?;
+        cursor.expect_word("INSERT")?;
+        cursor.expect_word("INTO")?;
+        let target = cursor.name("the stream the pump inserts into")?;
+        let mut columns = Vec::new();
+        if cursor.eat(&Token::LParen) {
+            loop {
+                columns.push(cursor.name("a column of the target stream")?);
+                if !cursor.eat(&Token::Comma) {
+                    break;
+                }
+            }
+            cursor.expect(&Token::RParen)?;
+        }
+        let query_at = cursor.here();
+        if cursor.peek().is_none() {
+            return Err(cursor.error("SELECT STREAM"));
+        }
+        let (query, stagger) = query(&tokens[cursor.next..])?;
+        return Ok(Statement::CreatePump(Box::new(PumpStatement {
+            at,
+            name,
+            target,
+            columns,
+            query,
+            query_at,
+            stagger,
+        })));
+    }
+    Err(cursor.error("STREAM or PUMP after CREATE"))
+}
+
+fn sql_type(cursor: &mut Cursor<'_>) -> Result<SqlType, SqlError> {
+    let at = cursor.here();
+    let Some(TokenWithSpan { token: Token::Word(word), .. }) = cursor.peek() else {
+        return Err(cursor.error("a type"));
+    };
+    let word = word.value.to_uppercase();
+    cursor.next += 1;
+    let length = |cursor: &mut Cursor<'_>, what: &str| -> Result<u32, SqlError> {
+        cursor.expect(&Token::LParen)?;
+        let at = cursor.here();
+        let length = cursor.number(what)?;
+        cursor.expect(&Token::RParen)?;
+        if length == 0 || length >= 65_535 {
+            return Err(SqlError::at(at, format!("{what} must be between 1 and 65534, not {length}")));
+        }
+        Ok(length)
+    };
+    Ok(match word.as_str() {
+        "BOOLEAN" => SqlType::Boolean,
+        "TINYINT" => SqlType::TinyInt,
+        "SMALLINT" => SqlType::SmallInt,
+        "INTEGER" | "INT" => SqlType::Integer,
+        "BIGINT" => SqlType::BigInt,
+        "REAL" => SqlType::Real,
+        "DOUBLE" => {
+            cursor.eat_word("PRECISION");
+            SqlType::Double
+        }
+        "DECIMAL" | "DEC" | "NUMERIC" => {
+            let (mut precision, mut scale) = (19, 0);
+            if cursor.eat(&Token::LParen) {
+                let precision_at = cursor.here();
+                precision = cursor.number("the precision")?;
+                if cursor.eat(&Token::Comma) {
+                    scale = cursor.number("the scale")?;
+                }
+                cursor.expect(&Token::RParen)?;
+                if !(1..=19).contains(&precision) || scale > precision {
+                    return Err(SqlError::at(
+                        precision_at,
+                        format!("DECIMAL({precision}, {scale}): precision 1 to 19 and scale at most the precision"),
+                    ));
+                }
+            }
+            SqlType::Decimal { precision: precision as u8, scale: scale as u8 }
+        }
+        "CHAR" | "CHARACTER" => {
+            if cursor.eat_word("VARYING") {
+                SqlType::Varchar(length(cursor, "a VARCHAR's length")?)
+            } else {
+                SqlType::Char(length(cursor, "a CHAR's length")?)
+            }
+        }
+        "VARCHAR" => SqlType::Varchar(length(cursor, "a VARCHAR's length")?),
+        "BINARY" => {
+            if cursor.eat_word("VARYING") {
+                SqlType::Varbinary(length(cursor, "a VARBINARY's length")?)
+            } else {
+                SqlType::Binary(length(cursor, "a BINARY's length")?)
+            }
+        }
+        "VARBINARY" => SqlType::Varbinary(length(cursor, "a VARBINARY's length")?),
+        "DATE" => SqlType::Date,
+        "TIME" => SqlType::Time,
+        "TIMESTAMP" => SqlType::Timestamp,
+        other => {
+            return Err(SqlError::at(
+                at,
+                format!(
+                "unknown type {other}: KDA's types are BOOLEAN, TINYINT, SMALLINT, INTEGER, BIGINT, REAL, \
+                     DOUBLE, DECIMAL, CHAR, VARCHAR, BINARY, VARBINARY, DATE, TIME and TIMESTAMP"
+            ),
+            ))
+        }
+    })
+}
+
+fn is_word(token: &TokenWithSpan, word: &str) -> bool {
+    matches!(&token.token, Token::Word(found) if found.quote_style.is_none() && found.value.eq_ignore_ascii_case(word))
+}
+
+/// The pump's query: the pre-pass, then sqlparser.
+fn query(tokens: &[TokenWithSpan]) -> Result<(ast::Query, Option<(ast::Expr, Position)>), SqlError> {
+    let (tokens, stagger) = rewrite(tokens)?;
+    let mut parser =
+        Parser::new(&KdaDialect).with_recursion_limit(RECURSION_LIMIT).with_tokens_with_locations(tokens);
+    let query = parser.parse_query().map_err(parser_error)?;
+    let rest = parser.peek_token();
+    if rest.token != Token::EOF {
+        return Err(SqlError::at(
+            position(rest.span.start),
+            format!("expected the end of the statement, found {}", rest.token),
+        ));
+    }
+    let stagger = match stagger {
+        Some((interval, clause_at)) => {
+            let mut parser = Parser::new(&KdaDialect)
+                .with_recursion_limit(RECURSION_LIMIT)
+                .with_tokens_with_locations(interval);
+            let expr = parser.parse_expr().map_err(parser_error)?;
+            let rest = parser.peek_token();
+            if rest.token != Token::EOF {
+                return Err(SqlError::at(
+                    position(rest.span.start),
+                    format!("expected ) after the stagger window's range, found {}", rest.token),
+                ));
+            }
+            Some((expr, clause_at))
+        }
+        None => None,
+    };
+    Ok((*query, stagger))
+}
+
+/// Rewrites KDA's forms into ones sqlparser parses, keeping every token's location:
+/// - `SELECT STREAM` → `SELECT` (a stream query is the only kind a pump runs).
+/// - `STEP(x BY width)` → `STEP(x, width)`.
+/// - `WINDOWED BY STAGGER (PARTITION BY keys RANGE interval)` → `GROUP BY keys`, and the
+///   interval's tokens returned aside.
+type Rewritten = (Vec<TokenWithSpan>, Option<(Vec<TokenWithSpan>, Position)>);
+
+fn rewrite(tokens: &[TokenWithSpan]) -> Result<Rewritten, SqlError> {
+    let (tokens, stagger) = cut_stagger(tokens)?;
+    Ok((rewrite_stream_and_step(&tokens), stagger))
+}
+
+/// `SELECT STREAM` → `SELECT`, and `STEP(x BY width)` → `STEP(x, width)` at any nesting: a
+/// stack holds the depth of each open STEP's parentheses, and a BY at the top one's depth is
+/// its separator.
+fn rewrite_stream_and_step(tokens: &[TokenWithSpan]) -> Vec<TokenWithSpan> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut depth = 0usize;
+    let mut steps: Vec<usize> = Vec::new();
+    for (index, token) in tokens.iter().enumerate() {
+        let after_select = out.last().is_some_and(|last: &TokenWithSpan| {
+            matches!(&last.token, Token::Word(word) if word.keyword == Keyword::SELECT && word.quote_style.is_none())
+        });
+        if after_select && is_word(token, "STREAM") {
+            continue;
+        }
+        match token.token {
+            Token::LParen => {
+                depth += 1;
+                let opens_step = index > 0 && is_word(&tokens[index - 1], "STEP");
+                if opens_step {
+                    steps.push(depth);
+                }
+            }
+            Token::RParen => {
+                if steps.last() == Some(&depth) {
+                    steps.pop();
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+        if steps.last() == Some(&depth) && is_word(token, "BY") {
+            out.push(TokenWithSpan { token: Token::Comma, span: token.span });
+        } else {
+            out.push(token.clone());
+        }
+    }
+    out
+}
+
+/// `WINDOWED BY STAGGER (PARTITION BY keys RANGE interval)` → `GROUP BY keys`, and the
+/// interval's tokens returned aside.
+fn cut_stagger(tokens: &[TokenWithSpan]) -> Result<Rewritten, SqlError> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut stagger = None;
+    let mut index = 0;
+    while index < tokens.len() {
+        let token = &tokens[index];
+        if is_word(token, "WINDOWED") {
+            let clause_at = position(token.span.start);
+            let word_at = |offset: usize, word: &str| {
+                tokens.get(index + offset).is_some_and(|found| is_word(found, word))
+            };
+            if !(word_at(1, "BY") && word_at(2, "STAGGER")) {
+                return Err(SqlError::at(
+                    clause_at,
+                    "expected WINDOWED BY STAGGER (PARTITION BY … RANGE INTERVAL …)",
+                ));
+            }
+            if stagger.is_some() {
+                return Err(SqlError::at(clause_at, "a query has one WINDOWED BY clause"));
+            }
+            let open = index + 3;
+            if tokens.get(open).is_none_or(|found| found.token != Token::LParen) {
+                return Err(SqlError::at(clause_at, "expected ( after WINDOWED BY STAGGER"));
+            }
+            let close = matching(tokens, open)?;
+            let inner = &tokens[open + 1..close];
+            if !(inner.len() >= 2 && is_word(&inner[0], "PARTITION") && is_word(&inner[1], "BY")) {
+                let at = inner.first().map_or(clause_at, |found| position(found.span.start));
+                return Err(SqlError::at(at, "expected PARTITION BY in WINDOWED BY STAGGER (…)"));
+            }
+            let mut depth = 0usize;
+            let range = inner.iter().position(|found| {
+                match found.token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                depth == 0 && is_word(found, "RANGE")
+            });
+            let Some(range) = range else {
+                return Err(SqlError::at(
+                    position(tokens[close].span.start),
+                    "expected RANGE INTERVAL … in WINDOWED BY STAGGER (…)",
+                ));
+            };
+            out.push(TokenWithSpan { token: Token::make_keyword("GROUP"), span: token.span });
+            out.push(TokenWithSpan { token: Token::make_keyword("BY"), span: tokens[index + 1].span });
+            out.extend_from_slice(&inner[2..range]);
+            stagger = Some((inner[range + 1..].to_vec(), clause_at));
+            index = close + 1;
+            continue;
+        }
+        out.push(token.clone());
+        index += 1;
+    }
+    Ok((out, stagger))
+}
+
+/// The index of the `)` that closes the `(` at `open`.
+fn matching(tokens: &[TokenWithSpan], open: usize) -> Result<usize, SqlError> {
+    let mut depth = 0usize;
+    for (index, token) in tokens.iter().enumerate().skip(open) {
+        match token.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(index);
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(SqlError::at(position(tokens[open].span.start), "this ( is never closed"))
+}
+
+/// sqlparser's error, its " at Line: L, Column: C" turned into a position.
+pub(crate) fn parser_error(error: ParserError) -> SqlError {
+    let message = match error {
+        ParserError::TokenizerError(message) | ParserError::ParserError(message) => message,
+        ParserError::RecursionLimitExceeded => {
+            return SqlError { position: None, message: "the statement nests too deeply".into() }
+        }
+    };
+    match message.rsplit_once(" at Line: ") {
+        Some((text, place)) => {
+            let mut parts = place.split(", Column: ");
+            let line = parts.next().and_then(|line| line.trim().parse().ok());
+            let column = parts.next().and_then(|column| column.trim().parse().ok());
+            match (line, column) {
+                (Some(line), Some(column)) => SqlError::at(Position { line, column }, text),
+                _ => SqlError { position: None, message },
+            }
+        }
+        None => SqlError { position: None, message },
+    }
+}
