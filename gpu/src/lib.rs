@@ -23,8 +23,16 @@
 //!   names resolved, refusals placed at their line and column; the plan writes itself back as
 //!   SQL that parses to the same plan.
 //!
-//! Not here yet: the operators that run a plan, event time and watermarks, the Flink-style
-//! dialect, the other kernels.
+//! - [`run`]: the plan run on the CPU. Rows pushed into an application's inputs come out of
+//!   its pumps, chained through in-application streams: row-by-row queries, tumbling windows
+//!   closed by ROWTIME or a rowtime bound (their rows carry the window's end), sliding RANGE
+//!   and ROWS windows, stagger windows, reference-data joins, TOP-K and COUNT DISTINCT per
+//!   window, KDA's functions with exact integer and decimal arithmetic, and rows that cannot
+//!   be computed sent to the errors while the others go on.
+//!
+//! Not here yet: watermarks across shards and allowed lateness (the caller feeds rows in
+//! ROWTIME order and says the rowtime bound), checkpointed operator state, the Flink-style
+//! dialect, the GPU path of the operators, the frame-analysis kernels.
 
 #![forbid(unsafe_code)]
 
@@ -32,4 +40,5 @@ pub mod agg;
 #[cfg(feature = "device")]
 pub mod device;
 pub mod pane;
+pub mod run;
 pub mod sql;

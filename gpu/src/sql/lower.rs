@@ -758,6 +758,14 @@ impl<'a> Lowering<'a> {
                 Expr::Call { function, args: vec![self.scalar(inner, scope)?, what] }
             }
             ast::Expr::Interval(_) => Expr::Interval { ms: self.interval_ms(expr)? },
+            // `TIMESTAMP '2004-09-30 13:48:23'`: the string cast to the type.
+            ast::Expr::TypedString(typed) => match &typed.value.value {
+                ast::Value::SingleQuotedString(text) => Expr::Cast {
+                    expr: Box::new(Expr::Literal(Literal::String(text.clone()))),
+                    sql_type: self.sql_type(&typed.data_type, expr.span())?,
+                },
+                _ => return Err(self.error(expr.span(), format!("unsupported literal: {expr}"))),
+            },
             ast::Expr::Function(function) => self.function(function, scope)?,
             other => return Err(self.error(other.span(), format!("unsupported expression: {other}"))),
         })

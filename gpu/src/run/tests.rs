@@ -1,0 +1,417 @@
+//! The runner against the answers AWS documents (the stagger-window page's tumbling and
+//! stagger tables, the SQL reference's function examples), and against answers the tests
+//! compute themselves.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+
+use super::value::{parse_timestamp, timestamp_text};
+use super::{ApplicationRunner, Produced, Row, RunError, Value};
+use crate::sql::parse_application;
+use crate::sql::plan::{Column, Name, SqlType, StreamDef};
+
+fn column(name: &str, sql_type: SqlType) -> Column {
+    Column { name: Name::new(name), sql_type, not_null: false }
+}
+
+fn source() -> Name {
+    Name::new("SOURCE_SQL_STREAM_001")
+}
+
+/// The demo stream with the EVENT_TIME the stagger page's examples add.
+fn inputs() -> Vec<StreamDef> {
+    vec![StreamDef {
+        name: source(),
+        columns: vec![
+            column("TICKER_SYMBOL", SqlType::Varchar(4)),
+            column("SECTOR", SqlType::Varchar(16)),
+            column("CHANGE", SqlType::Real),
+            column("PRICE", SqlType::Real),
+            column("EVENT_TIME", SqlType::Timestamp),
+        ],
+    }]
+}
+
+fn ts(text: &str) -> i64 {
+    parse_timestamp(text).expect("a timestamp")
+}
+
+fn runner(code: &str) -> ApplicationRunner {
+    let application = parse_application(code, &inputs()).unwrap_or_else(|error| panic!("{error}"));
+    ApplicationRunner::new(&application, &inputs(), &HashMap::new()).expect("runnable")
+}
+
+fn row(rowtime: &str, ticker: &str, price: f64, event_time: &str) -> Row {
+    Row {
+        rowtime_ms: ts(rowtime),
+        values: vec![
+            Value::String(ticker.into()),
+            Value::String("TECH".into()),
+            Value::Double(0.5),
+            Value::Double(price),
+            Value::Timestamp(ts(event_time)),
+        ],
+    }
+}
+
+/// The rows of `stream` among what was produced, as text: ROWTIME then the values.
+fn texts(produced: &[Produced], stream: &str) -> Vec<Vec<String>> {
+    produced
+        .iter()
+        .flat_map(|produced| &produced.rows)
+        .filter(|(name, _)| name.as_str() == stream)
+        .map(|(_, row)| {
+            let mut text = vec![timestamp_text(row.rowtime_ms)];
+            text.extend(row.values.iter().map(Value::text));
+            text
+        })
+        .collect()
+}
+
+/// The four rows of dev/stagger-window-concepts.html: (ROWTIME, EVENT_TIME), all AMZN.
+fn stagger_page_rows() -> Vec<Row> {
+    [
+        ("2024-01-01 11:00:20", "2024-01-01 11:00:10"),
+        ("2024-01-01 11:00:30", "2024-01-01 11:00:20"),
+        ("2024-01-01 11:01:05", "2024-01-01 11:00:55"),
+        ("2024-01-01 11:01:15", "2024-01-01 11:01:05"),
+    ]
+    .into_iter()
+    .map(|(rowtime, event)| row(rowtime, "AMZN", 10.0, event))
+    .collect()
+}
+
+#[test]
+fn tumbling_window_as_the_stagger_page_documents() {
+    // The page's tumbling query: a window ends when a row (or a rowtime bound) at its end
+    // arrives, and its rows carry the end as ROWTIME.
+    let mut runner = runner(
+        r#"CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (event_time TIMESTAMP, ticker_symbol VARCHAR(4), ticker_count INTEGER);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+  SELECT STREAM FLOOR(EVENT_TIME TO MINUTE), TICKER_SYMBOL, COUNT(*) AS ticker_count
+  FROM "SOURCE_SQL_STREAM_001"
+  GROUP BY ticker_symbol, FLOOR(EVENT_TIME TO MINUTE), STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '1' MINUTE);"#,
+    );
+    let mut produced: Vec<Produced> =
+        stagger_page_rows().into_iter().map(|row| runner.push(&source(), row, 0)).collect();
+    produced.push(runner.advance(&source(), ts("2024-01-01 11:02:00"), 0));
+    assert_eq!(
+        texts(&produced, "DESTINATION_SQL_STREAM"),
+        [
+            ["2024-01-01 11:01:00.000", "2024-01-01 11:00:00.000", "AMZN", "2"],
+            ["2024-01-01 11:02:00.000", "2024-01-01 11:00:00.000", "AMZN", "1"],
+            ["2024-01-01 11:02:00.000", "2024-01-01 11:01:00.000", "AMZN", "1"],
+        ]
+    );
+}
+
+#[test]
+fn stagger_window_as_documented() {
+    let mut runner = runner(
+        r#"CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
+    ticker_symbol    VARCHAR(4),
+    event_time       TIMESTAMP,
+    ticker_count     DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS
+  INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM
+        TICKER_SYMBOL,
+        FLOOR(EVENT_TIME TO MINUTE),
+        COUNT(TICKER_SYMBOL) AS ticker_count
+    FROM "SOURCE_SQL_STREAM_001"
+    WINDOWED BY STAGGER (
+            PARTITION BY FLOOR(EVENT_TIME TO MINUTE), TICKER_SYMBOL RANGE INTERVAL '1' MINUTE);"#,
+    );
+    let mut produced: Vec<Produced> =
+        stagger_page_rows().into_iter().map(|row| runner.push(&source(), row, 0)).collect();
+    // Nothing closes before its minute is up.
+    assert!(texts(&produced, "DESTINATION_SQL_STREAM").is_empty());
+    produced.push(runner.advance(&source(), ts("2024-01-01 11:02:15"), 0));
+    assert_eq!(
+        texts(&produced, "DESTINATION_SQL_STREAM"),
+        [
+            ["2024-01-01 11:01:20.000", "AMZN", "2024-01-01 11:00:00.000", "3"],
+            ["2024-01-01 11:02:15.000", "AMZN", "2024-01-01 11:01:00.000", "1"],
+        ]
+    );
+}
+
+#[test]
+fn sliding_window_averages_the_range_before_each_row() {
+    let mut runner = runner(
+        r#"CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker_symbol VARCHAR(4), avg_price DOUBLE, n BIGINT);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+  SELECT STREAM ticker_symbol, AVG(price) OVER W1, COUNT(*) OVER W1 FROM "SOURCE_SQL_STREAM_001"
+  WINDOW W1 AS (PARTITION BY ticker_symbol RANGE INTERVAL '10' SECOND PRECEDING);"#,
+    );
+    let rows = [
+        ("2024-01-01 00:00:00", "A", 10.0),
+        ("2024-01-01 00:00:05", "B", 100.0),
+        ("2024-01-01 00:00:06", "A", 20.0),
+        ("2024-01-01 00:00:10", "A", 30.0),
+        ("2024-01-01 00:00:11", "A", 40.0),
+    ];
+    let produced: Vec<Produced> = rows
+        .into_iter()
+        .map(|(rowtime, ticker, price)| runner.push(&source(), row(rowtime, ticker, price, rowtime), 0))
+        .collect();
+    assert_eq!(
+        texts(&produced, "DESTINATION_SQL_STREAM"),
+        [
+            ["2024-01-01 00:00:00.000", "A", "10", "1"],
+            ["2024-01-01 00:00:05.000", "B", "100", "1"],
+            ["2024-01-01 00:00:06.000", "A", "15", "2"],
+            // 00:00:00 is exactly 10 s before: still in range.
+            ["2024-01-01 00:00:10.000", "A", "20", "3"],
+            ["2024-01-01 00:00:11.000", "A", "30", "3"],
+        ]
+    );
+}
+
+#[test]
+fn reference_join_and_pumps_chained_through_streams() {
+    let mut inputs = inputs();
+    inputs.push(StreamDef {
+        name: Name::new("CompanyName"),
+        columns: vec![column("Ticker", SqlType::Varchar(4)), column("Company", SqlType::Varchar(20))],
+    });
+    let code = r#"CREATE OR REPLACE STREAM "NAMED" (ticker_symbol VARCHAR(4), "Company" varchar(20), price DOUBLE);
+CREATE OR REPLACE STREAM "PER_COMPANY" (company VARCHAR(20), total DOUBLE, n BIGINT);
+CREATE OR REPLACE PUMP "NAME_PUMP" AS INSERT INTO "NAMED"
+   SELECT STREAM ticker_symbol, "c"."Company", price
+   FROM "SOURCE_SQL_STREAM_001" LEFT JOIN "CompanyName" as "c"
+   ON "SOURCE_SQL_STREAM_001".ticker_symbol = "c"."Ticker";
+CREATE OR REPLACE PUMP "SUM_PUMP" AS INSERT INTO "PER_COMPANY"
+   SELECT STREAM "Company", SUM(price), COUNT(*) FROM "NAMED"
+   WHERE "Company" IS NOT NULL
+   GROUP BY "Company", STEP("NAMED".ROWTIME BY INTERVAL '1' MINUTE);"#;
+    let application = parse_application(code, &inputs).unwrap_or_else(|error| panic!("{error}"));
+    let references = HashMap::from([(
+        Name::new("CompanyName"),
+        vec![
+            vec![Value::String("AMZN".into()), Value::String("Amazon".into())],
+            vec![Value::String("ASD".into()), Value::String("SomeCompanyA".into())],
+        ],
+    )]);
+    let mut runner = ApplicationRunner::new(&application, &inputs, &references).expect("runnable");
+    let mut produced = Vec::new();
+    for (second, ticker, price) in [(1, "AMZN", 1.5), (2, "XYZ", 2.0), (3, "ASD", 3.0), (4, "AMZN", 4.25)] {
+        let rowtime = format!("2024-01-01 00:00:{second:02}");
+        produced.push(runner.push(&source(), row(&rowtime, ticker, price, &rowtime), 0));
+    }
+    produced.push(runner.advance(&source(), ts("2024-01-01 00:01:00"), 0));
+    assert_eq!(
+        texts(&produced, "NAMED"),
+        [
+            ["2024-01-01 00:00:01.000", "AMZN", "Amazon", "1.5"],
+            ["2024-01-01 00:00:02.000", "XYZ", "", "2"],
+            ["2024-01-01 00:00:03.000", "ASD", "SomeCompanyA", "3"],
+            ["2024-01-01 00:00:04.000", "AMZN", "Amazon", "4.25"],
+        ]
+    );
+    assert!(produced.iter().flat_map(|produced| &produced.rows).any(|(_, row)| row.values[1] == Value::Null));
+    // The bound on the input reached the second pump through "NAMED".
+    assert_eq!(
+        texts(&produced, "PER_COMPANY"),
+        [
+            ["2024-01-01 00:01:00.000", "Amazon", "5.75", "2"],
+            ["2024-01-01 00:01:00.000", "SomeCompanyA", "3", "1"]
+        ]
+    );
+}
+
+#[test]
+fn top_k_and_count_distinct_per_window() {
+    let mut runner = runner(
+        r#"CREATE OR REPLACE STREAM TOP_STREAM ("TICKER_SYMBOL" VARCHAR(4), "MOST_FREQUENT_VALUES" BIGINT);
+CREATE OR REPLACE STREAM DISTINCT_STREAM (NUMBER_OF_DISTINCT_ITEMS BIGINT);
+CREATE OR REPLACE PUMP "TOP_PUMP" AS INSERT INTO "TOP_STREAM"
+    SELECT STREAM * FROM TABLE (TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"), 'TICKER_SYMBOL', 2, 60));
+CREATE OR REPLACE PUMP "DISTINCT_PUMP" AS INSERT INTO "DISTINCT_STREAM"
+    SELECT STREAM * FROM TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"), 'TICKER_SYMBOL', 60));"#,
+    );
+    let mut produced = Vec::new();
+    for (second, ticker) in [(1, "A"), (2, "B"), (3, "A"), (4, "C"), (5, "B"), (6, "A"), (61, "Z")] {
+        let rowtime = format!("2024-01-01 00:{:02}:{:02}", second / 60, second % 60);
+        produced.push(runner.push(&source(), row(&rowtime, ticker, 1.0, &rowtime), 0));
+    }
+    assert_eq!(
+        texts(&produced, "TOP_STREAM"),
+        [["2024-01-01 00:01:00.000", "A", "3"], ["2024-01-01 00:01:00.000", "B", "2"]]
+    );
+    assert_eq!(texts(&produced, "DISTINCT_STREAM"), [["2024-01-01 00:01:00.000", "3"]]);
+}
+
+#[test]
+fn a_bad_row_goes_to_the_errors_and_the_others_go_on() {
+    let mut runner = runner(
+        r#"CREATE OR REPLACE STREAM "OUT" (ticker VARCHAR(4) NOT NULL, ratio INTEGER);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "OUT"
+  SELECT STREAM CASE WHEN ticker_symbol = 'NULL' THEN NULL ELSE ticker_symbol END, 100 / CAST(price AS INTEGER)
+  FROM "SOURCE_SQL_STREAM_001";"#,
+    );
+    let produced: Vec<Produced> = [("A", 4.0), ("B", 0.0), ("NULL", 5.0), ("C", 50.0)]
+        .into_iter()
+        .map(|(ticker, price)| {
+            runner.push(&source(), row("2024-01-01 00:00:00", ticker, price, "2024-01-01 00:00:00"), 0)
+        })
+        .collect();
+    let rows = texts(&produced, "OUT");
+    assert_eq!(rows, [["2024-01-01 00:00:00.000", "A", "25"], ["2024-01-01 00:00:00.000", "C", "2"]]);
+    let errors: Vec<&str> =
+        produced.iter().flat_map(|produced| &produced.errors).map(|error| error.message.as_str()).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("division by zero"), "{errors:?}");
+    assert!(errors[1].contains("NOT NULL"), "{errors:?}");
+}
+
+#[test]
+fn pumps_in_a_circle_are_refused() {
+    let code = r#"CREATE STREAM A (x INTEGER);
+CREATE STREAM B (x INTEGER);
+CREATE PUMP P1 AS INSERT INTO B SELECT STREAM x FROM A;
+CREATE PUMP P2 AS INSERT INTO A SELECT STREAM x FROM B;"#;
+    let application = parse_application(code, &inputs()).expect("it parses");
+    let refused = ApplicationRunner::new(&application, &inputs(), &HashMap::new());
+    assert!(matches!(refused, Err(RunError::Cycle(_))), "{:?}", refused.err());
+}
+
+/// One expression of the SQL reference on one row: its value cast to `sql_type`.
+fn one(expr: &str, sql_type: &str) -> Value {
+    let code = format!(
+        "CREATE STREAM \"OUT\" (v {sql_type});\nCREATE PUMP P AS INSERT INTO \"OUT\" SELECT STREAM {expr} FROM SOURCE_SQL_STREAM_001"
+    );
+    let mut runner = runner(&code);
+    let produced = runner.push(&source(), row("2024-01-01 00:00:00", "AMZN", 1.0, "2024-01-01 00:00:00"), 0);
+    assert!(produced.errors.is_empty(), "{expr}: {:?}", produced.errors);
+    produced.rows[0].1.values[0].clone()
+}
+
+fn text(expr: &str) -> String {
+    one(expr, "VARCHAR(64)").text()
+}
+
+#[test]
+fn functions_as_the_sql_reference_documents() {
+    // sql-reference-substring
+    assert_eq!(text("SUBSTRING('123456789' FROM 3 FOR 4)"), "3456");
+    assert_eq!(text("SUBSTRING('123456789' FROM 17 FOR 4)"), "");
+    assert_eq!(text("SUBSTRING('123456789' FROM -1 FOR 4)"), "12");
+    assert_eq!(text("SUBSTRING('123456789' FROM 6 FOR 0)"), "");
+    assert_eq!(text("SUBSTRING('123456789' FROM 8 FOR 4)"), "89");
+    // sql-reference-position
+    assert_eq!(one("POSITION('findme' IN '1234findmeXXX')", "INTEGER"), Value::Integer(5));
+    assert_eq!(one("POSITION('' IN 'abc')", "INTEGER"), Value::Integer(1));
+    assert_eq!(one("POSITION('z' IN 'abc')", "INTEGER"), Value::Integer(0));
+    // sql-reference-step
+    let at = "CAST('2004-09-30 13:48:23' AS TIMESTAMP)";
+    assert_eq!(text(&format!("STEP({at} BY INTERVAL '10' SECOND)")), "2004-09-30 13:48:20.000");
+    assert_eq!(text(&format!("STEP({at} BY INTERVAL '2' HOUR)")), "2004-09-30 12:00:00.000");
+    assert_eq!(text(&format!("STEP({at} BY INTERVAL '5' MINUTE)")), "2004-09-30 13:45:00.000");
+    // The reference prints 2004-09-25 for this one, but its own formula, (t - epoch) /
+    // interval * interval + epoch, which every other example on the page and every window
+    // follows, gives 2004-09-24 (day 12,688 since the epoch; 12,688 mod 5 = 3). The formula wins.
+    assert_eq!(
+        text("STEP(CAST('2004-09-27 13:48:23' AS TIMESTAMP) BY INTERVAL '5' DAY)"),
+        "2004-09-24 00:00:00.000"
+    );
+    assert_eq!(one("STEP(23 BY 5)", "INTEGER"), Value::Integer(20));
+    // sql-reference-floor / -ceil, with the TIMESTAMP literal form
+    assert_eq!(text("FLOOR(TIMESTAMP '2004-09-30 13:48:23' TO HOUR)"), "2004-09-30 13:00:00.000");
+    assert_eq!(text("CEIL(TIMESTAMP '2004-09-30 13:48:23' TO HOUR)"), "2004-09-30 14:00:00.000");
+    assert_eq!(text("CEIL(TIMESTAMP '2004-09-30 13:48:23' TO DAY)"), "2004-10-01 00:00:00.000");
+    assert_eq!(text("FLOOR(TIMESTAMP '2004-09-30 13:48:23' TO MONTH)"), "2004-09-01 00:00:00.000");
+    assert_eq!(text("CEIL(TIMESTAMP '2004-12-30 13:48:23' TO MONTH)"), "2005-01-01 00:00:00.000");
+    assert_eq!(text("FLOOR(TIMESTAMP '2004-09-30 13:48:23' TO YEAR)"), "2004-01-01 00:00:00.000");
+    // Strings, CASE, LIKE and SIMILAR TO, three-valued logic.
+    assert_eq!(text("UPPER(TRIM(LEADING 'x' FROM 'xxab')) || LOWER('CD')"), "ABcd");
+    assert_eq!(one("CHAR_LENGTH('ünï')", "INTEGER"), Value::Integer(3));
+    assert_eq!(one("'xAMZNy' SIMILAR TO '%AMZN%'", "BOOLEAN"), Value::Boolean(true));
+    assert_eq!(one("'AMZN' SIMILAR TO '(AM|GO)[A-Z]+'", "BOOLEAN"), Value::Boolean(true));
+    assert_eq!(one("'A.B' LIKE 'A_B' AND NOT ('AXB' LIKE 'A.B')", "BOOLEAN"), Value::Boolean(true));
+    assert_eq!(one("NULL = 1 OR TRUE", "BOOLEAN"), Value::Boolean(true));
+    assert_eq!(one("NULL = 1 AND TRUE", "BOOLEAN"), Value::Null);
+    assert_eq!(
+        one("CASE 2 WHEN 1 THEN 'one' WHEN 2 THEN 'two' END", "VARCHAR(8)"),
+        Value::String("two".into())
+    );
+    // Exact arithmetic.
+    assert_eq!(text("0.1 + 0.2"), "0.3");
+    assert_eq!(text("1.25 * 4"), "5.00");
+    assert_eq!(one("7 / 2", "INTEGER"), Value::Integer(3));
+    assert_eq!(
+        one(
+            "TSDIFF(CAST('2024-01-01 00:00:00' AS TIMESTAMP), CAST('2024-01-01 00:00:01.5' AS TIMESTAMP))",
+            "BIGINT"
+        ),
+        Value::Integer(1500)
+    );
+    assert_eq!(
+        text("CAST('2024-02-29 23:59:59.999' AS TIMESTAMP) + INTERVAL '1' SECOND"),
+        "2024-03-01 00:00:00.999"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A tumbling SUM/COUNT/MIN/MAX per ticker equals the answer computed here from the rows.
+    #[test]
+    fn tumbling_aggregates_equal_the_answer_computed_directly(
+        rows in proptest::collection::vec((0u8..3, -1000i64..1000, 0i64..3_000), 1..80),
+        size_s in 1i64..30,
+    ) {
+        let code = format!(
+            r#"CREATE STREAM "OUT" (ticker VARCHAR(4), total BIGINT, n BIGINT, low BIGINT, high BIGINT, average BIGINT);
+CREATE PUMP P AS INSERT INTO "OUT"
+  SELECT STREAM ticker_symbol, SUM(CAST(price AS BIGINT)), COUNT(*), MIN(CAST(price AS BIGINT)),
+         MAX(CAST(price AS BIGINT)), AVG(CAST(price AS BIGINT))
+  FROM SOURCE_SQL_STREAM_001
+  GROUP BY ticker_symbol, STEP(ROWTIME BY INTERVAL '{size_s}' SECOND)"#
+        );
+        let mut runner = runner(&code);
+        // Rows in ROWTIME order, as a stream has them.
+        let mut rows = rows;
+        rows.sort_by_key(|(_, _, time)| *time);
+        let mut expected: BTreeMap<(i64, u8), Vec<i64>> = BTreeMap::new();
+        let mut produced = Vec::new();
+        for (ticker, price, time_ds) in &rows {
+            let rowtime_ms = time_ds * 100;
+            expected.entry((rowtime_ms.div_euclid(size_s * 1000), *ticker)).or_default().push(*price);
+            let row = Row {
+                rowtime_ms,
+                values: vec![
+                    Value::String(format!("T{ticker}")),
+                    Value::Null,
+                    Value::Null,
+                    Value::Double(*price as f64),
+                    Value::Null,
+                ],
+            };
+            produced.push(runner.push(&source(), row, 0));
+        }
+        produced.push(runner.advance(&source(), i64::MAX / 2, 0));
+        let mut got: BTreeMap<(i64, u8), Vec<i64>> = BTreeMap::new();
+        for (_, row) in produced.iter().flat_map(|produced| &produced.rows) {
+            let ticker = match &row.values[0] { Value::String(text) => text[1..].parse::<u8>().expect("T<n>"), other => panic!("{other:?}") };
+            let numbers: Vec<i64> = row.values[1..].iter().map(|value| match value { Value::Integer(n) => *n, other => panic!("{other:?}") }).collect();
+            prop_assert_eq!(row.rowtime_ms % (size_s * 1000), 0);
+            got.insert((row.rowtime_ms / (size_s * 1000) - 1, ticker), numbers);
+        }
+        let expected: BTreeMap<(i64, u8), Vec<i64>> = expected
+            .into_iter()
+            .map(|(key, prices)| {
+                let total: i64 = prices.iter().sum();
+                let n = prices.len() as i64;
+                (key, vec![total, n, *prices.iter().min().expect("one"), *prices.iter().max().expect("one"), total / n])
+            })
+            .collect();
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn timestamps_print_and_parse_back(ms in -10_000_000_000_000i64..10_000_000_000_000) {
+        prop_assert_eq!(parse_timestamp(&timestamp_text(ms)).expect("parses"), ms);
+    }
+}
