@@ -23,6 +23,7 @@
 //!   order, on the CPU and the GPU.
 
 mod eval;
+pub mod record;
 pub mod value;
 
 #[cfg(test)]

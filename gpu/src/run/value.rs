@@ -50,6 +50,17 @@ pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T, ValueError> {
 }
 
 const MS_PER_DAY: i64 = 86_400_000;
+/// TIMESTAMP's range: 0001-01-01 00:00:00.000 to 9999-12-31 23:59:59.999.
+const TIMESTAMP_MS_MIN: i64 = -62_135_596_800_000;
+const TIMESTAMP_MS_MAX: i64 = 253_402_300_799_999;
+
+fn timestamp_in_range(ms: i64) -> Result<Value, ValueError> {
+    if (TIMESTAMP_MS_MIN..=TIMESTAMP_MS_MAX).contains(&ms) {
+        Ok(Value::Timestamp(ms))
+    } else {
+        fail(format!("{ms} ms is outside TIMESTAMP's years 1 to 9999"))
+    }
+}
 
 impl Value {
     pub fn is_null(&self) -> bool {
@@ -200,10 +211,11 @@ impl Value {
                 _ => fail(format!("{} cannot be BINARY", self.type_name())),
             },
             SqlType::Timestamp => match self {
-                Value::Timestamp(_) => Ok(self.clone()),
-                Value::Date(days) => Ok(Value::Timestamp(days * MS_PER_DAY)),
-                Value::Integer(ms) => Ok(Value::Timestamp(*ms)),
-                Value::String(text) => parse_timestamp(text).map(Value::Timestamp),
+                Value::Timestamp(ms) => timestamp_in_range(*ms),
+                Value::Date(days) => timestamp_in_range(days.saturating_mul(MS_PER_DAY)),
+                // Milliseconds since the epoch.
+                Value::Integer(ms) => timestamp_in_range(*ms),
+                Value::String(text) => parse_timestamp(text).and_then(timestamp_in_range),
                 _ => fail(format!("{} cannot be a TIMESTAMP", self.type_name())),
             },
             SqlType::Date => match self {
@@ -425,6 +437,9 @@ pub fn parse_timestamp(text: &str) -> Result<i64, ValueError> {
     let (Some(year), Some(month), Some(day)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
     };
+    if year.len() != 4 {
+        return Err(bad());
+    }
     let year: i64 = year.parse().map_err(|_| bad())?;
     let month: u32 = month.parse().map_err(|_| bad())?;
     let day: u32 = day.parse().map_err(|_| bad())?;
