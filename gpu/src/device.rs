@@ -9,12 +9,14 @@ use wgpu::util::DeviceExt;
 
 use crate::agg::distinct::REGISTERS;
 use crate::agg::{MinMax, Sum};
+use crate::frame::{self, FrameError, LumaHistogram, Motion, BINS};
 
 /// Why a kernel could not run.
 #[derive(Debug)]
 pub enum GpuError {
     Device(String),
     Run(String),
+    Frame(FrameError),
 }
 
 impl std::fmt::Display for GpuError {
@@ -22,6 +24,7 @@ impl std::fmt::Display for GpuError {
         match self {
             GpuError::Device(why) => write!(f, "opening the GPU device: {why}"),
             GpuError::Run(why) => write!(f, "running a kernel: {why}"),
+            GpuError::Frame(why) => write!(f, "analysing a frame: {why}"),
         }
     }
 }
@@ -42,6 +45,8 @@ pub struct Gpu {
     pane_sum: wgpu::ComputePipeline,
     pane_min_high: wgpu::ComputePipeline,
     pane_min_low: wgpu::ComputePipeline,
+    luma_histogram: wgpu::ComputePipeline,
+    motion: wgpu::ComputePipeline,
 }
 
 fn pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
@@ -98,8 +103,20 @@ impl Gpu {
         let minmax = include_str!("kernels/pane_minmax.wgsl");
         let pane_min_high = pipeline_at(&device, "pane_minmax", minmax, "high");
         let pane_min_low = pipeline_at(&device, "pane_minmax", minmax, "low");
+        let luma_histogram = pipeline(&device, "luma_histogram", include_str!("kernels/luma_histogram.wgsl"));
+        let motion = pipeline(&device, "motion", include_str!("kernels/motion.wgsl"));
         let adapter = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
-        Ok(Some(Gpu { device, queue, adapter, distinct, pane_sum, pane_min_high, pane_min_low }))
+        Ok(Some(Gpu {
+            device,
+            queue,
+            adapter,
+            distinct,
+            pane_sum,
+            pane_min_high,
+            pane_min_low,
+            luma_histogram,
+            motion,
+        }))
     }
 
     /// The adapter, in words (for the log line that says which device runs the kernels).
@@ -205,6 +222,48 @@ impl Gpu {
             .collect())
     }
 
+    /// The luma histogram of a frame's luma plane (what [`frame::luma_histogram`] computes).
+    pub fn luma_histogram(&self, luma: &[u8]) -> Result<LumaHistogram, GpuError> {
+        if luma.len() > frame::PIXELS_MAX {
+            return Err(GpuError::Frame(FrameError::TooLarge { pixels: luma.len() }));
+        }
+        let mut bins = [0u32; BINS];
+        if luma.is_empty() {
+            return Ok(LumaHistogram { bins });
+        }
+        let binding = Binding {
+            inputs: &[&packed(luma)],
+            output_bytes: BINS * 4,
+            initial: None,
+            count: luma.len() as u32,
+        };
+        let output = self.run(&self.luma_histogram, &binding)?;
+        for (bin, word) in bins.iter_mut().zip(output.chunks_exact(4)) {
+            *bin = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+        }
+        Ok(LumaHistogram { bins })
+    }
+
+    /// Motion between two frames' luma planes (what [`frame::motion`] computes).
+    pub fn motion(&self, previous: &[u8], next: &[u8], threshold: u8) -> Result<Motion, GpuError> {
+        frame::check_pair(previous, next).map_err(GpuError::Frame)?;
+        let pixels = previous.len() as u32;
+        if pixels == 0 {
+            return Ok(Motion { sad: 0, changed: 0, pixels });
+        }
+        let params = u32::from(threshold).to_le_bytes();
+        let binding = Binding {
+            inputs: &[&packed(previous), &packed(next), &params],
+            output_bytes: 4 * 4,
+            initial: None,
+            count: pixels,
+        };
+        let output = self.run(&self.motion, &binding)?;
+        let word =
+            |index: usize| u32::from_le_bytes(output[4 * index..4 * index + 4].try_into().expect("4 bytes"));
+        Ok(Motion { sad: u64::from(word(0)) | (u64::from(word(1)) << 32), changed: word(2), pixels })
+    }
+
     /// Runs `pipeline` once over a batch and reads its output back.
     fn run(&self, pipeline: &wgpu::ComputePipeline, binding: &Binding<'_>) -> Result<Vec<u8>, GpuError> {
         let mut buffers: Vec<wgpu::Buffer> = binding
@@ -285,6 +344,14 @@ impl Gpu {
         Ok(bytes)
     }
 }
+/// Bytes packed four to a little-endian word (the last word padded with zeros; the kernels
+/// count pixels, not words, so the padding is never read as a pixel).
+fn packed(bytes: &[u8]) -> Vec<u8> {
+    let mut words = bytes.to_vec();
+    words.resize(bytes.len().div_ceil(4) * 4, 0);
+    words
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,8 +415,47 @@ mod tests {
         assert_eq!(expected[3], MinMax::default());
     }
 
+    #[test]
+    fn frame_kernels_on_a_full_hd_frame() {
+        let Some(gpu) = gpu() else { return };
+        // A 1920x1080 gradient with a moving bright square: every bin and a real SAD.
+        let previous: Vec<u8> =
+            (0..1920 * 1080u32).map(|index| ((index % 1920) * 255 / 1919) as u8).collect();
+        let mut next = previous.clone();
+        for row in 100..300usize {
+            next[row * 1920 + 400..row * 1920 + 600].fill(255);
+        }
+        assert_eq!(gpu.luma_histogram(&previous).unwrap(), frame::luma_histogram(&previous).unwrap());
+        assert_eq!(gpu.motion(&previous, &next, 8).unwrap(), frame::motion(&previous, &next, 8).unwrap());
+        // A SAD past 2^32: 2^25 pixels that each moved by 255 (8.5e9), the carry exercised.
+        let black = vec![0u8; 1 << 25];
+        let white = vec![255u8; 1 << 25];
+        let moved = gpu.motion(&black, &white, 0).unwrap();
+        assert_eq!(moved, frame::motion(&black, &white, 0).unwrap());
+        assert!(moved.sad > u64::from(u32::MAX));
+        assert!(matches!(
+            gpu.motion(&black, &white[1..], 0),
+            Err(GpuError::Frame(FrameError::SizeMismatch { .. }))
+        ));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn gpu_frame_analysis_is_the_cpu_reference_bit_for_bit(
+            previous in proptest::collection::vec(any::<u8>(), 0..20_000),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+            threshold: u8,
+        ) {
+            let Some(gpu) = gpu() else { return Ok(()) };
+            let next: Vec<u8> = previous
+                .iter()
+                .enumerate()
+                .map(|(index, luma)| luma.wrapping_add(noise.get(index % noise.len().max(1)).copied().unwrap_or(0)))
+                .collect();
+            prop_assert_eq!(gpu.luma_histogram(&previous).unwrap(), frame::luma_histogram(&previous).unwrap());
+            prop_assert_eq!(gpu.motion(&previous, &next, threshold).unwrap(), frame::motion(&previous, &next, threshold).unwrap());
+        }
         #[test]
         fn gpu_pane_extremes_are_the_cpu_extremes_bit_for_bit(
             events in proptest::collection::vec((0u32..40, prop_oneof![any::<i64>(), -1000i64..1000]), 0..3000),

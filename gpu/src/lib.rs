@@ -30,15 +30,19 @@
 //!   window, KDA's functions with exact integer and decimal arithmetic, and rows that cannot
 //!   be computed sent to the errors while the others go on.
 //!
+//! - [`frame`]: frame analysis for Video Streams (luma histogram, motion between frames, scene
+//!   change), the CPU reference of `kernels/luma_histogram.wgsl` and `kernels/motion.wgsl`.
+//!
 //! Not here yet: watermarks across shards and allowed lateness (the caller feeds rows in
 //! ROWTIME order and says the rowtime bound), checkpointed operator state, the Flink-style
-//! dialect, the GPU path of the operators, the frame-analysis kernels.
+//! dialect, the GPU path of the operators.
 
 #![forbid(unsafe_code)]
 
 pub mod agg;
 #[cfg(feature = "device")]
 pub mod device;
+pub mod frame;
 pub mod pane;
 pub mod run;
 pub mod sql;

@@ -10,8 +10,9 @@ use super::Merge;
 /// Register-index bits.
 pub const PRECISION: u32 = 12;
 pub const REGISTERS: usize = 1 << PRECISION;
-/// Distinct values counted exactly; one more turns the state into registers.
-pub const EXACT_MAX: usize = 1024;
+/// Distinct values counted exactly; one more turns the state into registers. KDA documents
+/// COUNT_DISTINCT_ITEMS_TUMBLING as exact up to 10,000 items.
+pub const EXACT_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Distinct {
@@ -118,7 +119,7 @@ mod tests {
         assert_eq!(of(0..0).estimate(), 0);
         assert_eq!(of((0..1000).chain(0..1000)).estimate(), 1000);
         assert_eq!(of(0..EXACT_MAX as i64).estimate(), EXACT_MAX as u64);
-        for n in [2_000u64, 10_000, 100_000] {
+        for n in [20_000u64, 100_000, 1_000_000] {
             let estimate = of(0..n as i64).estimate() as f64;
             let error = (estimate - n as f64).abs() / n as f64;
             assert!(error < 0.05, "{n} distinct estimated {estimate}");
@@ -128,8 +129,9 @@ mod tests {
     proptest! {
         #[test]
         fn the_state_depends_only_on_the_set_of_values(
-            values in proptest::collection::vec(0i64..3000, 0..2500),
-            cuts in proptest::collection::vec(0usize..2500, 0..4),
+            // Past EXACT_MAX distinct values in some cases, so that registers merge too.
+            values in proptest::collection::vec(0i64..30_000, 0..14_000),
+            cuts in proptest::collection::vec(0usize..14_000, 0..4),
         ) {
             let whole = of(values.iter().copied());
             let mut sorted_desc = values.clone();
