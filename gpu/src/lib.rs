@@ -28,13 +28,14 @@
 //!   closed by ROWTIME or a rowtime bound (their rows carry the window's end), sliding RANGE
 //!   and ROWS windows, stagger windows, reference-data joins, TOP-K and COUNT DISTINCT per
 //!   window, KDA's functions with exact integer and decimal arithmetic, and rows that cannot
-//!   be computed sent to the errors while the others go on.
+//!   be computed sent to the errors while the others go on. [`run::merge`] merges a stream's
+//!   shards into one ROWTIME order with a watermark per shard (an idle shard does not hold it
+//!   back), in an order that does not depend on how reads were chunked.
 //!
 //! - [`frame`]: frame analysis for Video Streams (luma histogram, motion between frames, scene
 //!   change), the CPU reference of `kernels/luma_histogram.wgsl` and `kernels/motion.wgsl`.
 //!
-//! Not here yet: watermarks across shards and allowed lateness (the caller feeds rows in
-//! ROWTIME order and says the rowtime bound), checkpointed operator state, the Flink-style
+//! Not here yet: checkpointed operator state, the Flink-style
 //! dialect, the GPU path of the operators.
 
 #![forbid(unsafe_code)]

@@ -23,6 +23,7 @@
 //!   order, on the CPU and the GPU.
 
 mod eval;
+pub mod merge;
 pub mod record;
 pub mod value;
 
