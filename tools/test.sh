@@ -124,7 +124,7 @@ rm -rf "$kinesis_dir"
 
 if [ -n "${MILLRACE_FUZZ_SECS:-}" ]; then
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-  for target in segment_frame batch_body catalog_record aws_document aws_chunked event_stream sigv4 quic_frame firehose_prefix firehose_lambda firehose_http_answer firehose_deaggregate kda_sql kda_record; do
+  for target in segment_frame batch_body catalog_record aws_document aws_chunked event_stream sigv4 quic_frame firehose_prefix firehose_lambda firehose_http_answer firehose_deaggregate kda_sql kda_record kda_snapshot; do
     echo "== fuzz $target for ${MILLRACE_FUZZ_SECS}s"
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$MILLRACE_FUZZ_SECS")
   done

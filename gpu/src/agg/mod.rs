@@ -154,6 +154,38 @@ impl Sum {
     }
 }
 
+/// A [`Sum`]'s state, field by field, to store it and rebuild it exactly (a checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SumParts {
+    pub total_low: u128,
+    pub total_high: i64,
+    pub count: u64,
+    pub nan: u64,
+    pub positive: u64,
+    pub negative: u64,
+}
+
+impl Sum {
+    pub fn to_parts(&self) -> SumParts {
+        SumParts {
+            total_low: self.total.low,
+            total_high: self.total.high,
+            count: self.count,
+            nan: self.specials.nan,
+            positive: self.specials.positive,
+            negative: self.specials.negative,
+        }
+    }
+
+    pub fn from_parts(parts: SumParts) -> Sum {
+        Sum {
+            total: Wide { low: parts.total_low, high: parts.total_high },
+            count: parts.count,
+            specials: Specials { nan: parts.nan, positive: parts.positive, negative: parts.negative },
+        }
+    }
+}
+
 impl Merge for Sum {
     fn merge(&mut self, other: &Sum) {
         self.total.merge(&other.total);

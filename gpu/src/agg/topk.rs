@@ -22,6 +22,19 @@ impl TopK {
         }
     }
 
+    /// Every item and its count, in the items' byte order (to store the state).
+    pub fn entries(&self) -> Vec<(&[u8], u64)> {
+        let mut entries: Vec<(&[u8], u64)> =
+            self.counts.iter().map(|(item, count)| (item.as_slice(), *count)).collect();
+        entries.sort_unstable();
+        entries
+    }
+
+    /// An item seen `count` times (to rebuild a stored state).
+    pub fn add_count(&mut self, item: &[u8], count: u64) {
+        *self.counts.entry(item.to_vec()).or_insert(0) += count;
+    }
+
     /// The `k` most frequent items with their counts.
     pub fn top(&self, k: usize) -> Vec<(&[u8], u64)> {
         let mut ranked: Vec<(&[u8], u64)> =

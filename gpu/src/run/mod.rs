@@ -25,6 +25,7 @@
 mod eval;
 pub mod merge;
 pub mod record;
+pub mod snapshot;
 pub mod value;
 
 #[cfg(test)]
@@ -68,6 +69,8 @@ pub enum RunError {
     Cycle(Vec<Name>),
     /// A pump joins a reference table the caller gave no rows for.
     MissingReference(Name),
+    /// A snapshot that cannot be restored.
+    Snapshot(snapshot::SnapshotError),
 }
 
 impl std::fmt::Display for RunError {
@@ -78,6 +81,7 @@ impl std::fmt::Display for RunError {
                 write!(f, "pumps feed each other in a circle through {}", names.join(" -> "))
             }
             RunError::MissingReference(name) => write!(f, "reference table {name} has no data"),
+            RunError::Snapshot(error) => error.fmt(f),
         }
     }
 }
@@ -87,6 +91,8 @@ impl std::error::Error for RunError {}
 pub struct ApplicationRunner {
     streams: Vec<StreamDef>,
     pumps: Vec<PumpRunner>,
+    /// The hash of the application as canonical SQL: a snapshot belongs to this code only.
+    fingerprint: u64,
 }
 
 impl ApplicationRunner {
@@ -124,7 +130,28 @@ impl ApplicationRunner {
             };
             pumps.push(PumpRunner::new(pump.clone(), reference, column));
         }
-        Ok(ApplicationRunner { streams: application.streams.clone(), pumps })
+        let fingerprint = hash64(application.to_sql(inputs).as_bytes());
+        Ok(ApplicationRunner { streams: application.streams.clone(), pumps, fingerprint })
+    }
+
+    /// The runner's operator state (every open window, held row and accumulator) as bytes, to
+    /// checkpoint with the input positions it was taken at. Equal states give equal bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        snapshot::encode(self.fingerprint, &self.pumps)
+    }
+
+    /// A runner of `application` in the state `snapshot` holds: fed the input from the
+    /// positions the snapshot was taken at, it puts out exactly what the runner that took it
+    /// would have put out from then on.
+    pub fn restore(
+        application: &Application,
+        inputs: &[StreamDef],
+        references: &HashMap<Name, Vec<Vec<Value>>>,
+        snapshot: &[u8],
+    ) -> Result<Self, RunError> {
+        let mut runner = ApplicationRunner::new(application, inputs, references)?;
+        snapshot::decode(snapshot, runner.fingerprint, &mut runner.pumps).map_err(RunError::Snapshot)?;
+        Ok(runner)
     }
 
     /// A row arrives on `stream` (an input, in ROWTIME order). `now_ms` is the output time

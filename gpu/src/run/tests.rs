@@ -415,3 +415,115 @@ CREATE PUMP P AS INSERT INTO "OUT"
         prop_assert_eq!(parse_timestamp(&timestamp_text(ms)).expect("parses"), ms);
     }
 }
+
+/// Pumps of every stateful kind, two of them chained (a tumbling window over a filter, and
+/// over a sliding window's output), and the two table functions.
+const CHECKPOINTED: &str = r#"CREATE STREAM S1 (ticker VARCHAR(4), price BIGINT);
+CREATE STREAM OUT_T (ticker VARCHAR(4), total BIGINT, n BIGINT, low BIGINT, average DOUBLE, tickers BIGINT);
+CREATE STREAM OUT_S (ticker VARCHAR(4), n BIGINT);
+CREATE STREAM OUT_W (ticker VARCHAR(4), total BIGINT);
+CREATE STREAM OUT_R (ticker VARCHAR(4), high DOUBLE);
+CREATE STREAM OUT_C (n BIGINT, total BIGINT);
+CREATE STREAM OUT_K (item VARCHAR(4), n BIGINT);
+CREATE STREAM OUT_D (n BIGINT);
+CREATE PUMP P1 AS INSERT INTO S1 SELECT STREAM ticker_symbol, CAST(price AS BIGINT) FROM SOURCE_SQL_STREAM_001 WHERE price > 0;
+CREATE PUMP P2 AS INSERT INTO OUT_T SELECT STREAM ticker, SUM(price), COUNT(*), MIN(price), AVG(CAST(price AS DOUBLE)), COUNT(DISTINCT ticker) FROM S1
+  GROUP BY ticker, STEP(S1.ROWTIME BY INTERVAL '10' SECOND);
+CREATE PUMP P3 AS INSERT INTO OUT_S SELECT STREAM ticker_symbol, COUNT(*) FROM SOURCE_SQL_STREAM_001
+  WINDOWED BY STAGGER (PARTITION BY ticker_symbol RANGE INTERVAL '7' SECOND);
+CREATE PUMP P4 AS INSERT INTO OUT_W SELECT STREAM ticker_symbol, SUM(CAST(price AS BIGINT)) OVER W FROM SOURCE_SQL_STREAM_001
+  WINDOW W AS (PARTITION BY ticker_symbol RANGE INTERVAL '5' SECOND PRECEDING);
+CREATE PUMP P5 AS INSERT INTO OUT_R SELECT STREAM ticker_symbol, MAX(price) OVER L FROM SOURCE_SQL_STREAM_001
+  WINDOW L AS (PARTITION BY ticker_symbol ROWS 3 PRECEDING);
+CREATE PUMP P6 AS INSERT INTO OUT_C SELECT STREAM COUNT(*), SUM(total) FROM OUT_W
+  GROUP BY STEP(OUT_W.ROWTIME BY INTERVAL '20' SECOND);
+CREATE PUMP P7 AS INSERT INTO OUT_K SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001), 'TICKER_SYMBOL', 2, 15));
+CREATE PUMP P8 AS INSERT INTO OUT_D SELECT STREAM * FROM TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001), 'TICKER_SYMBOL', 15));"#;
+
+fn checkpointed_rows(rows: Vec<(u8, i64, i64)>) -> Vec<Row> {
+    let mut rows = rows;
+    rows.sort_by_key(|(_, _, time)| *time);
+    rows.into_iter()
+        .map(|(ticker, price, time)| {
+            let mut row =
+                row("2024-01-01 00:00:00", &format!("T{ticker}"), price as f64, "2024-01-01 00:00:00");
+            row.rowtime_ms = time * 50;
+            row
+        })
+        .collect()
+}
+
+fn restored(snapshot: &[u8]) -> Result<ApplicationRunner, RunError> {
+    let application = parse_application(CHECKPOINTED, &inputs()).expect("it parses");
+    ApplicationRunner::restore(&application, &inputs(), &HashMap::new(), snapshot)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Cut the input anywhere, snapshot the state, restore it into a fresh runner and go on:
+    /// what was put out before the cut, then what the restored runner puts out, is exactly
+    /// what an uninterrupted run puts out, row for row and in order.
+    #[test]
+    fn a_restored_snapshot_continues_exactly(
+        rows in proptest::collection::vec((0u8..3, -5i64..20, 0i64..3_000), 1..60),
+        cut in 0usize..60,
+    ) {
+        let rows = checkpointed_rows(rows);
+        let cut = cut.min(rows.len());
+        let feed = |runner: &mut ApplicationRunner, rows: &[Row], end: bool| -> Vec<(Name, Row)> {
+            let mut out: Vec<(Name, Row)> = rows.iter().flat_map(|row| runner.push(&source(), row.clone(), 0).rows).collect();
+            if end {
+                out.extend(runner.advance(&source(), i64::MAX / 2, 0).rows);
+            }
+            out
+        };
+        let whole = feed(&mut runner(CHECKPOINTED), &rows, true);
+        let mut before = runner(CHECKPOINTED);
+        let mut resumed = feed(&mut before, &rows[..cut], false);
+        let snapshot = before.snapshot();
+        let mut after = restored(&snapshot).map_err(|error| TestCaseError::fail(error.to_string()))?;
+        // The state codec round-trips: the restored runner's snapshot is the same bytes.
+        prop_assert_eq!(after.snapshot(), snapshot);
+        resumed.extend(feed(&mut after, &rows[cut..], true));
+        prop_assert_eq!(resumed, whole);
+    }
+
+    /// Whatever the bytes (cut short, flipped, or garbage), restoring answers an error or a
+    /// runner, never a panic.
+    #[test]
+    fn damaged_snapshots_are_refused_not_misread(
+        rows in proptest::collection::vec((0u8..3, -5i64..20, 0i64..3_000), 1..30),
+        cut in 0usize..4000,
+        flip in 0usize..4000,
+        garbage in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut runner = runner(CHECKPOINTED);
+        for row in checkpointed_rows(rows) {
+            runner.push(&source(), row, 0);
+        }
+        let snapshot = runner.snapshot();
+        prop_assert!(restored(&snapshot[..cut.min(snapshot.len().saturating_sub(1))]).is_err());
+        let mut flipped = snapshot.clone();
+        let at = flip % flipped.len();
+        flipped[at] ^= 0x5a;
+        let _ = restored(&flipped);
+        let _ = restored(&garbage);
+    }
+}
+
+#[test]
+fn a_snapshot_of_other_code_is_refused() {
+    let mut runner = runner(CHECKPOINTED);
+    runner.push(&source(), row("2024-01-01 00:00:01", "A", 1.0, "2024-01-01 00:00:01"), 0);
+    let snapshot = runner.snapshot();
+    let other = CHECKPOINTED.replace("INTERVAL '7' SECOND", "INTERVAL '8' SECOND");
+    let application = parse_application(&other, &inputs()).expect("it parses");
+    let refused = ApplicationRunner::restore(&application, &inputs(), &HashMap::new(), &snapshot);
+    assert!(
+        matches!(&refused, Err(RunError::Snapshot(error)) if error.0.contains("other application code")),
+        "{:?}",
+        refused.err()
+    );
+    assert!(restored(&snapshot).is_ok());
+}
