@@ -668,20 +668,7 @@ fn emit_group(
         keys.iter().zip(group.keys).chain(aggregates.iter().zip(finals)).collect();
     let env =
         RowEnv { stream: &[], reference: None, rowtime_ms: end_ms, now_ms, substitutions: &substitutions };
-    if let Some(having) = &query.having {
-        match evaluator.eval(having, &env) {
-            Ok(Value::Boolean(true)) => {}
-            Ok(_) => return,
-            Err(error) => {
-                errors.push((end_ms, error));
-                return;
-            }
-        }
-    }
-    match project(evaluator, &query.projection, &env) {
-        Ok(values) => rows.push(Row { rowtime_ms: end_ms, values }),
-        Err(error) => errors.push((end_ms, error)),
-    }
+    emit_if(evaluator, query.having.as_ref(), &query.projection, &env, rows, errors);
 }
 
 fn emit_function_row(
@@ -694,19 +681,33 @@ fn emit_function_row(
     errors: &mut Vec<(i64, ValueError)>,
 ) {
     let env = RowEnv { stream: &values, reference: None, rowtime_ms: end_ms, now_ms, substitutions: &[] };
-    if let Some(filter) = &query.filter {
-        match evaluator.eval(filter, &env) {
+    emit_if(evaluator, query.filter.as_ref(), &query.projection, &env, rows, errors);
+}
+
+/// A window's row, put out if `condition` (HAVING, or a table function's WHERE) holds: its
+/// projection, at the environment's ROWTIME; a value that cannot be computed sends it to the
+/// errors instead.
+fn emit_if(
+    evaluator: &mut Evaluator,
+    condition: Option<&Expr>,
+    projection: &[crate::sql::plan::Projected],
+    env: &RowEnv<'_>,
+    rows: &mut Vec<Row>,
+    errors: &mut Vec<(i64, ValueError)>,
+) {
+    if let Some(condition) = condition {
+        match evaluator.eval(condition, env) {
             Ok(Value::Boolean(true)) => {}
             Ok(_) => return,
             Err(error) => {
-                errors.push((end_ms, error));
+                errors.push((env.rowtime_ms, error));
                 return;
             }
         }
     }
-    match project(evaluator, &query.projection, &env) {
-        Ok(values) => rows.push(Row { rowtime_ms: end_ms, values }),
-        Err(error) => errors.push((end_ms, error)),
+    match project(evaluator, projection, env) {
+        Ok(values) => rows.push(Row { rowtime_ms: env.rowtime_ms, values }),
+        Err(error) => errors.push((env.rowtime_ms, error)),
     }
 }
 
