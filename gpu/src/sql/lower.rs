@@ -81,7 +81,7 @@ fn pump(streams: &[StreamDef], inputs: &[StreamDef], statement: PumpStatement) -
 /// The relations a query reads, with their columns.
 struct Scope<'a> {
     relations: Vec<(Relation, Vec<&'a Name>)>,
-    /// Whether relation 0 is a stream (it has ROWTIME); a table function's output is too.
+    /// The sliding window the query names in its WINDOW clause: every aggregate is OVER it.
     window_name: Option<Name>,
 }
 
