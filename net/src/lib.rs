@@ -9,6 +9,7 @@
 //! `kinesis::iterator`, `quic::frame`) are pure: bytes and `now` in, values out, fuzzable.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod aws;
 pub mod client;
 pub mod firehose;

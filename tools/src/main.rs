@@ -12,10 +12,12 @@ mod cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millrace_core::{Engine, EngineConfig, Keyring, LogConfig};
+use millrace_net::analytics::{AnalyticsApi, AnalyticsConfig, AnalyticsV2};
 use millrace_net::aws::Router;
 use millrace_net::firehose::{self, sink::Sink, FirehoseApi, FirehoseConfig};
 use millrace_net::front::{Auth, FrontEnd, HttpConfig};
@@ -269,9 +271,16 @@ fn start_http(
     if let Some(lambda) = &lambda {
         eprintln!("millrace: Firehose invokes Lambda transformations at {}", lambda.url());
     }
+    let analytics_config = AnalyticsConfig { region: args.region.clone(), ..AnalyticsConfig::default() };
+    let analytics = AnalyticsApi::new(engine.clone(), analytics_config, Some(sink.clone()), front.handle());
     let firehose = FirehoseApi::new(engine.clone(), firehose_config, sink, lambda, front.handle());
     let glue = millrace_net::glue::GlueApi::new(engine.clone(), &args.region);
-    let router = Router::new().with(kinesis).with(firehose).with(glue);
+    let router = Router::new()
+        .with(kinesis)
+        .with(firehose)
+        .with(glue)
+        .with(Arc::new(AnalyticsV2(analytics.clone())))
+        .with(analytics);
     let mut config = HttpConfig::new(args.http_listen, auth);
     config.clock = engine.clock();
     let address = front

@@ -103,6 +103,12 @@ impl<T> ShardMerge<T> {
             .unwrap_or(i64::MAX)
     }
 
+    /// The ROWTIME of the last record released (`resume_ms` until one is): what a restart
+    /// passes back as `resume_ms`.
+    pub fn released_ms(&self) -> i64 {
+        self.released_ms
+    }
+
     /// Records late so far.
     pub fn late(&self) -> u64 {
         self.late

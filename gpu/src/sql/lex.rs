@@ -62,6 +62,7 @@ pub(crate) struct PumpStatement {
 /// The statements of `code`, in order.
 pub(crate) fn statements(code: &str) -> Result<Vec<Statement>, SqlError> {
     let tokens = Tokenizer::new(&KdaDialect, code).tokenize_with_location().map_err(|error| SqlError {
+        undefined_stream: false,
         position: (error.location.line > 0).then_some(position(error.location)),
         message: error.message,
     })?;
@@ -74,7 +75,11 @@ pub(crate) fn statements(code: &str) -> Result<Vec<Statement>, SqlError> {
         }
     }
     if statements.is_empty() {
-        return Err(SqlError { position: None, message: "the application code has no statement".into() });
+        return Err(SqlError {
+            undefined_stream: false,
+            position: None,
+            message: "the application code has no statement".into(),
+        });
     }
     Ok(statements)
 }
@@ -492,7 +497,11 @@ pub(crate) fn parser_error(error: ParserError) -> SqlError {
     let message = match error {
         ParserError::TokenizerError(message) | ParserError::ParserError(message) => message,
         ParserError::RecursionLimitExceeded => {
-            return SqlError { position: None, message: "the statement nests too deeply".into() }
+            return SqlError {
+                undefined_stream: false,
+                position: None,
+                message: "the statement nests too deeply".into(),
+            }
         }
     };
     match message.rsplit_once(" at Line: ") {
@@ -502,9 +511,27 @@ pub(crate) fn parser_error(error: ParserError) -> SqlError {
             let column = parts.next().and_then(|column| column.trim().parse().ok());
             match (line, column) {
                 (Some(line), Some(column)) => SqlError::at(Position { line, column }, text),
-                _ => SqlError { position: None, message },
+                _ => SqlError { undefined_stream: false, position: None, message },
             }
         }
-        None => SqlError { position: None, message },
+        None => SqlError { undefined_stream: false, position: None, message },
     }
+}
+
+/// A column type as KDA's `RecordColumns` write it (`VARCHAR(4)`, `DECIMAL(10,2)`, `INTEGER`).
+pub(crate) fn sql_type_of(text: &str) -> Result<SqlType, SqlError> {
+    let tokens = Tokenizer::new(&KdaDialect, text).tokenize_with_location().map_err(|error| SqlError {
+        undefined_stream: false,
+        position: (error.location.line > 0).then_some(position(error.location)),
+        message: error.message,
+    })?;
+    let tokens: Vec<TokenWithSpan> =
+        tokens.into_iter().filter(|token| !matches!(token.token, Token::Whitespace(_))).collect();
+    let end = tokens.last().map_or(Position { line: 1, column: 1 }, |token| position(token.span.end));
+    let mut cursor = Cursor { tokens: &tokens, next: 0, end };
+    let sql_type = sql_type(&mut cursor)?;
+    if cursor.peek().is_some() {
+        return Err(cursor.error("the end of the type"));
+    }
+    Ok(sql_type)
 }

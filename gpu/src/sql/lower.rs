@@ -263,7 +263,10 @@ impl<'a> Lowering<'a> {
         };
         let stream_name = self.object_name(name)?;
         let Some(stream) = self.stream(&stream_name) else {
-            return Err(self.error(name.span(), format!("stream {stream_name} is not defined")));
+            return Err(SqlError::undefined(
+                self.at(name.span()),
+                format!("stream {stream_name} is not defined"),
+            ));
         };
         let alias = match alias {
             Some(alias) if !alias.columns.is_empty() => {
@@ -303,7 +306,10 @@ impl<'a> Lowering<'a> {
             other => return Err(self.error(other.span(), "the column is named in single quotes")),
         };
         let Some(stream_def) = self.stream(&stream) else {
-            return Err(self.error(args[0].span(), format!("stream {stream} is not defined")));
+            return Err(SqlError::undefined(
+                self.at(args[0].span()),
+                format!("stream {stream} is not defined"),
+            ));
         };
         if stream_def.column(&column).is_none() {
             return Err(self.error(args[1].span(), format!("stream {stream} has no column {column}")));

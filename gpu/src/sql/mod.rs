@@ -44,11 +44,22 @@ pub struct SqlError {
     /// Where the offending text starts; `None` when the code as a whole is at fault (empty).
     pub position: Option<Position>,
     pub message: String,
+    /// The code reads a stream or table that is not defined (an input or a reference table
+    /// not added yet, or a typo): a service may accept such code and refuse it at start.
+    pub undefined_stream: bool,
 }
 
 impl SqlError {
+    pub(crate) fn undefined(position: Position, message: impl Into<String>) -> SqlError {
+        SqlError { undefined_stream: true, ..SqlError::at(position, message) }
+    }
+
     pub(crate) fn at(position: Position, message: impl Into<String>) -> SqlError {
-        SqlError { position: (position.line > 0).then_some(position), message: message.into() }
+        SqlError {
+            undefined_stream: false,
+            position: (position.line > 0).then_some(position),
+            message: message.into(),
+        }
     }
 }
 
@@ -69,6 +80,11 @@ impl std::error::Error for SqlError {}
 pub fn parse_application(code: &str, inputs: &[plan::StreamDef]) -> Result<Application, SqlError> {
     let statements = lex::statements(code)?;
     lower::application(statements, inputs)
+}
+
+/// A column's SQL type as an input schema's `RecordColumns` give it (`VARCHAR(8)`, `DECIMAL(10, 2)`).
+pub fn parse_type(text: &str) -> Result<plan::SqlType, SqlError> {
+    lex::sql_type_of(text)
 }
 
 #[cfg(test)]

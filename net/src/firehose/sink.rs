@@ -62,6 +62,7 @@ pub struct Object<'a> {
     pub kms_key: Option<&'a str>,
 }
 
+#[derive(Clone)]
 pub enum Sink {
     Local { root: PathBuf },
     S3(S3Endpoint),
@@ -86,6 +87,25 @@ impl Sink {
                     .map_err(|error| format!("the writer task failed: {error}"))?
             }
             Sink::S3(endpoint) => put_object(endpoint, object).await,
+        }
+    }
+
+    /// Reads one object whole (an analytics application's reference data), at most `limit`
+    /// bytes; the error says why not.
+    pub async fn get(&self, bucket: &str, key: &str, limit: usize) -> Result<Vec<u8>, String> {
+        match self {
+            Sink::Local { root } => {
+                let path = local_path(root, bucket, key);
+                let body = tokio::task::spawn_blocking(move || std::fs::read(&path))
+                    .await
+                    .map_err(|error| format!("the reader task failed: {error}"))?
+                    .map_err(|error| format!("s3://{bucket}/{key}: {error}"))?;
+                if body.len() > limit {
+                    return Err(format!("s3://{bucket}/{key} is {} bytes, more than {limit}", body.len()));
+                }
+                Ok(body)
+            }
+            Sink::S3(endpoint) => get_object(endpoint, bucket, key, limit).await,
         }
     }
 }
@@ -220,6 +240,45 @@ async fn put_object(endpoint: &S3Endpoint, object: &Object<'_>) -> Result<(), St
     } else {
         let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(400)]).into_owned();
         Err(format!("PutObject s3://{}/{} answered {}: {text}", object.bucket, object.key, answer.status))
+    }
+}
+
+/// GetObject: `GET /{bucket}/{key}`, path-style.
+async fn get_object(endpoint: &S3Endpoint, bucket: &str, key: &str, limit: usize) -> Result<Vec<u8>, String> {
+    let target = super::http::Target::parse(&endpoint.url)?;
+    let raw_path = format!("/{bucket}/{key}");
+    let path = sigv4::uri_encode(&raw_path, false);
+    let amz_date = sigv4::format_amz_date(now_ms());
+    let mut headers = vec![
+        ("host".to_owned(), target.host_header.clone()),
+        ("x-amz-content-sha256".to_owned(), sigv4::hex(&Sha256::digest(b""))),
+        ("x-amz-date".to_owned(), amz_date.clone()),
+    ];
+    let signed = SignedRequest {
+        method: "GET",
+        path: &raw_path,
+        query: "",
+        headers: &headers,
+        payload: Payload::Body(b""),
+    };
+    let authorization = sigv4::sign(
+        &signed,
+        &endpoint.access_key_id,
+        &endpoint.secret_access_key,
+        &endpoint.region,
+        "s3",
+        &amz_date,
+    );
+    headers.push(("authorization".to_owned(), authorization));
+    let answer = target
+        .call("GET", &path, &headers, bytes::Bytes::new(), Duration::from_secs(60), limit)
+        .await
+        .map_err(|error| format!("GetObject s3://{bucket}/{key}: {error}"))?;
+    if answer.status == 200 {
+        Ok(answer.body.to_vec())
+    } else {
+        let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(400)]).into_owned();
+        Err(format!("GetObject s3://{bucket}/{key} answered {}: {text}", answer.status))
     }
 }
 
