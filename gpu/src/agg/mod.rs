@@ -79,9 +79,27 @@ impl Wide {
         fits.then_some(low)
     }
 
-    /// The value as the nearest double (one rounding of each half, the same on every machine).
+    /// The value as a double: the nearest one where it fits in an `i128`, else its magnitude's
+    /// halves rounded once each (the same on every machine). The sign is taken off first:
+    /// adding a negative high half to a low half near 2^128 would cancel to 0.
     pub fn to_f64(self) -> f64 {
-        (self.high as f64) * 2f64.powi(128) + (self.low as f64)
+        if let Some(value) = self.to_i128() {
+            return value as f64;
+        }
+        let negative = self.high < 0;
+        let (low, high) = if negative {
+            let low = (!self.low).wrapping_add(1);
+            let high = (!self.high).wrapping_add(i64::from(low == 0));
+            (low, high as u64)
+        } else {
+            (self.low, self.high as u64)
+        };
+        let magnitude = (high as f64) * 2f64.powi(128) + (low as f64);
+        if negative {
+            -magnitude
+        } else {
+            magnitude
+        }
     }
 }
 
@@ -286,6 +304,22 @@ pub fn f64_of_key(key: u64) -> f64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn negative_and_wide_totals_read_back_as_doubles() {
+        // A negative total's high half is -1 and its low half near 2^128: adding them as
+        // doubles would cancel to 0.
+        assert_eq!(fold_sum(&[-1.0, -2.0]).total_f64(), -3.0);
+        assert_eq!(fold_sum(&[-0.25, 0.125]).total_f64(), -0.125);
+        assert_eq!(fold_sum(&[1e15, 1e15, -1e15]).total_f64(), 1e15);
+        assert_eq!(fold_sum(&[-1e15; 4]).total_f64(), -4e15);
+        let mut wide = Wide::default();
+        for _ in 0..4 {
+            wide.add(i128::MIN);
+        }
+        assert_eq!(wide.to_f64(), -(2f64.powi(129)));
+        assert_eq!(fold_sum(&[-5e12, 2.5]).mean_f64(), Some((-5e12 + 2.5) / 2.0));
+    }
 
     fn fold_sum(values: &[f64]) -> Sum {
         let mut sum = Sum::default();

@@ -23,6 +23,7 @@
 //!   order, on the CPU and the GPU.
 
 mod eval;
+mod event;
 pub mod merge;
 pub mod record;
 pub mod snapshot;
@@ -37,7 +38,9 @@ use eval::{Env, Evaluator};
 pub use value::{Value, ValueError};
 
 use crate::agg::{hash::hash64, Distinct, Sum, TopK};
-use crate::sql::plan::{AggregateFunction, Application, Expr, Frame, Name, Pump, Source, StreamDef, Window};
+use crate::sql::plan::{
+    AggregateFunction, Application, Expr, Frame, Name, Pump, Source, StreamDef, TimeColumn, Window,
+};
 
 /// A row of a stream: its ROWTIME (UTC ms) and a value per column.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,6 +243,7 @@ fn source_of(pump: &Pump) -> &Name {
     match &pump.query.source {
         Source::Stream(relation) | Source::Join { stream: relation, .. } => &relation.stream,
         Source::TopK { stream, .. } | Source::DistinctCount { stream, .. } => stream,
+        Source::Windowed { stream, .. } => &stream.stream,
     }
 }
 
@@ -287,6 +291,7 @@ enum State {
     Stagger { range_ms: u64, windows: Vec<(i64, Vec<u8>, Group)> },
     TopK { k: u32, size_ms: u64, column: usize, open: Option<(i64, TopK, HashMap<Vec<u8>, Value>)> },
     Distinct { size_ms: u64, column: usize, open: Option<(i64, Distinct)> },
+    Event(Box<event::EventState>),
 }
 
 /// A window's groups, in the order they first appeared.
@@ -363,6 +368,7 @@ impl PumpRunner {
             (Source::DistinctCount { window_s, .. }, _) => {
                 State::Distinct { size_ms: u64::from(*window_s) * 1000, column: function_column, open: None }
             }
+            (source, Window::Event { keys }) => State::Event(Box::new(event::EventState::new(source, keys))),
             (_, Window::None) => State::Rows,
             (_, Window::Tumbling { size_ms, .. }) => State::Tumbling { size_ms: *size_ms, open: None },
             (_, Window::Sliding { .. }) => State::Sliding { partitions: HashMap::new() },
@@ -442,6 +448,10 @@ impl PumpRunner {
                 errors.push((row.rowtime_ms, error));
             }
         }
+        if matches!(self.state, State::Event(_)) {
+            // The row may have moved the watermark.
+            self.close_before(row.rowtime_ms, now_ms, rows, errors);
+        }
     }
 
     /// One row of the FROM clause through WHERE and the window.
@@ -493,6 +503,30 @@ impl PumpRunner {
                 for (accumulator, argument) in windows[index].2.accumulators.iter_mut().zip(&arguments) {
                     accumulator.add(argument)?;
                 }
+            }
+            (State::Event(state), Window::Event { keys }) => {
+                let time_ms = state.time_of(env.stream, env.rowtime_ms)?;
+                state.check_late(time_ms)?;
+                let key_values: Vec<Value> = keys
+                    .iter()
+                    .zip(&state.window_keys)
+                    .map(|(key, window)| match window {
+                        Some(_) => Ok(Value::Null),
+                        None => self.evaluator.eval(key, env),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let arguments = arguments(&mut self.evaluator, &self.aggregates)?;
+                let partition = match &query.source {
+                    Source::Windowed { partition, .. } if !partition.is_empty() => {
+                        let values: Vec<Value> = partition
+                            .iter()
+                            .map(|key| self.evaluator.eval(key, env))
+                            .collect::<Result<_, _>>()?;
+                        group_bytes(&values)
+                    }
+                    _ => Vec::new(),
+                };
+                state.add(time_ms, partition, key_values, &arguments, &self.aggregates)?;
             }
             (State::Sliding { partitions }, Window::Sliding { partition, frame, .. }) => {
                 let key_values: Vec<Value> =
@@ -601,6 +635,39 @@ impl PumpRunner {
                 for (item, count) in top.top(*k as usize) {
                     let values = vec![items[item].clone(), Value::Integer(count as i64)];
                     emit_function_row(&mut self.evaluator, query, values, end, now_ms, rows, errors);
+                }
+            }
+            State::Event(state) => {
+                let candidate = match state.time {
+                    TimeColumn::Rowtime => bound_ms.saturating_sub(state.delay_ms as i64),
+                    TimeColumn::Column(_) => state.max_seen_ms.saturating_sub(state.delay_ms as i64),
+                };
+                let closed = match state.close(candidate) {
+                    Ok(closed) => closed,
+                    Err(error) => {
+                        errors.push((bound_ms, error));
+                        return;
+                    }
+                };
+                let keys = match &query.window {
+                    Window::Event { keys } => keys,
+                    _ => unreachable!("an event-time state has an event-time window"),
+                };
+                for window in closed {
+                    for mut group in window.groups.groups {
+                        state.window_keys(&mut group.keys, window.start, window.end);
+                        emit_group(
+                            &mut self.evaluator,
+                            query,
+                            keys,
+                            &self.aggregates,
+                            group,
+                            bound_ms,
+                            now_ms,
+                            rows,
+                            errors,
+                        );
+                    }
                 }
             }
             State::Distinct { size_ms, open, .. } => {
@@ -712,6 +779,7 @@ fn emit_if(
 }
 
 /// The state of one aggregate over one group.
+#[derive(Clone)]
 enum Accumulator {
     Rows(u64),
     Count(u64),

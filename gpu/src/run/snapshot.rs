@@ -17,7 +17,16 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use super::{Accumulator, Group, Groups, Held, NumberKind, PumpRunner, State, Value};
+use super::{event, Accumulator, Group, Groups, Held, NumberKind, PumpRunner, State, Value};
+use crate::sql::plan::{Expr, Window};
+
+/// The GROUP BY keys of an event-time pump.
+fn window_keys(pump: &PumpRunner) -> &[Expr] {
+    match &pump.pump.query.window {
+        Window::Event { keys } => keys,
+        _ => &[],
+    }
+}
 use crate::agg::distinct::REGISTERS;
 use crate::agg::{Distinct, Sum, SumParts, TopK};
 
@@ -200,6 +209,11 @@ fn put_group(out: &mut Vec<u8>, group: &Group) {
     group.accumulators.iter().for_each(|accumulator| put_accumulator(out, accumulator));
 }
 
+fn put_groups(out: &mut Vec<u8>, groups: &Groups) {
+    put_u32(out, groups.groups.len());
+    groups.groups.iter().for_each(|group| put_group(out, group));
+}
+
 fn put_state(out: &mut Vec<u8>, state: &State) {
     match state {
         State::Rows => out.push(0),
@@ -253,6 +267,29 @@ fn put_state(out: &mut Vec<u8>, state: &State) {
                         put_value(out, &items[item]);
                         out.extend(count.to_le_bytes());
                     }
+                }
+            }
+        }
+        State::Event(state) => {
+            out.push(6);
+            for value in [state.watermark_ms, state.max_seen_ms, state.next_start] {
+                out.extend(value.to_le_bytes());
+            }
+            out.extend([u8::from(state.started), u8::from(state.emitted)]);
+            out.extend(state.late.to_le_bytes());
+            put_u32(out, state.panes.len());
+            for (start, groups) in &state.panes {
+                out.extend(start.to_le_bytes());
+                put_groups(out, groups);
+            }
+            put_u32(out, state.sessions.len());
+            for (partition, sessions) in &state.sessions {
+                put_bytes(out, partition);
+                put_u32(out, sessions.len());
+                for session in sessions {
+                    out.extend(session.start.to_le_bytes());
+                    out.extend(session.end.to_le_bytes());
+                    put_groups(out, &session.groups);
                 }
             }
         }
@@ -419,6 +456,20 @@ impl<'a> Reader<'a> {
         Ok(Group { keys, accumulators })
     }
 
+    fn groups(&mut self, template: &[Accumulator]) -> Result<Groups, SnapshotError> {
+        let count = self.count(1)?;
+        let mut groups = Groups::default();
+        for _ in 0..count {
+            let group = self.group(template)?;
+            let bytes = super::group_bytes(&group.keys);
+            if groups.index.insert(bytes, groups.groups.len()).is_some() {
+                return bad("a group stored twice");
+            }
+            groups.groups.push(group);
+        }
+        Ok(groups)
+    }
+
     /// The state of `pump` (its kind and settings come from the plan; only what was
     /// accumulated is read, and checked against the pump's aggregates).
     fn state(&mut self, pump: &PumpRunner) -> Result<State, SnapshotError> {
@@ -494,6 +545,44 @@ impl<'a> Reader<'a> {
                     None
                 };
                 State::TopK { k: *k, size_ms: *size_ms, column: *column, open }
+            }
+            (6, State::Event(fresh)) => {
+                let mut state = event::EventState::new(&pump.pump.query.source, window_keys(pump));
+                state.watermark_ms = self.i64()?;
+                state.max_seen_ms = self.i64()?;
+                state.next_start = self.i64()?;
+                state.started = self.flag()?;
+                state.emitted = self.flag()?;
+                state.late = self.u64()?;
+                let panes = self.count(12)?;
+                for _ in 0..panes {
+                    let start = self.i64()?;
+                    let groups = self.groups(&template)?;
+                    if state.panes.insert(start, groups).is_some() {
+                        return bad("a pane stored twice");
+                    }
+                }
+                let partitions = self.count(8)?;
+                for _ in 0..partitions {
+                    let partition = self.bytes()?.to_vec();
+                    let count = self.count(20)?;
+                    let mut sessions = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let start = self.i64()?;
+                        let end = self.i64()?;
+                        if end < start
+                            || sessions.last().is_some_and(|last: &event::Session| last.start > start)
+                        {
+                            return bad("sessions out of order");
+                        }
+                        sessions.push(event::Session { start, end, groups: self.groups(&template)? });
+                    }
+                    if state.sessions.insert(partition, sessions).is_some() {
+                        return bad("a session partition stored twice");
+                    }
+                }
+                let _ = fresh;
+                State::Event(Box::new(state))
             }
             (5, State::Distinct { size_ms, column, .. }) => {
                 let open = if self.flag()? { Some((self.i64()?, self.distinct()?)) } else { None };

@@ -438,7 +438,18 @@ CREATE PUMP P5 AS INSERT INTO OUT_R SELECT STREAM ticker_symbol, MAX(price) OVER
 CREATE PUMP P6 AS INSERT INTO OUT_C SELECT STREAM COUNT(*), SUM(total) FROM OUT_W
   GROUP BY STEP(OUT_W.ROWTIME BY INTERVAL '20' SECOND);
 CREATE PUMP P7 AS INSERT INTO OUT_K SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001), 'TICKER_SYMBOL', 2, 15));
-CREATE PUMP P8 AS INSERT INTO OUT_D SELECT STREAM * FROM TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001), 'TICKER_SYMBOL', 15));"#;
+CREATE PUMP P8 AS INSERT INTO OUT_D SELECT STREAM * FROM TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001), 'TICKER_SYMBOL', 15));
+CREATE STREAM EV (ticker VARCHAR(4), price BIGINT, et TIMESTAMP, WATERMARK FOR et AS et - INTERVAL '2' SECOND);
+CREATE PUMP P9 AS INSERT INTO EV SELECT STREAM ticker_symbol, CAST(price AS BIGINT), EVENT_TIME FROM SOURCE_SQL_STREAM_001;
+CREATE STREAM OUT_H (ws TIMESTAMP, ticker VARCHAR(4), n BIGINT, total BIGINT, low BIGINT);
+INSERT INTO OUT_H SELECT window_start, ticker, COUNT(*), SUM(price), MIN(price)
+  FROM TABLE(HOP(TABLE EV, DESCRIPTOR(et), INTERVAL '2' SECOND, INTERVAL '6' SECOND)) GROUP BY ticker, window_start, window_end;
+CREATE STREAM OUT_E (ws TIMESTAMP, we TIMESTAMP, ticker VARCHAR(4), n BIGINT, distinct_prices BIGINT);
+INSERT INTO OUT_E SELECT window_start, window_end, ticker, COUNT(*), COUNT(DISTINCT price)
+  FROM TABLE(SESSION(TABLE EV PARTITION BY ticker, DESCRIPTOR(et), INTERVAL '1' SECOND)) GROUP BY ticker, window_start, window_end;
+CREATE STREAM OUT_U (we TIMESTAMP, n BIGINT);
+INSERT INTO OUT_U SELECT window_end, COUNT(*)
+  FROM TABLE(TUMBLE(TABLE SOURCE_SQL_STREAM_001, DESCRIPTOR(ROWTIME), INTERVAL '3' SECOND)) GROUP BY window_start, window_end;"#;
 
 fn checkpointed_rows(rows: Vec<(u8, i64, i64)>) -> Vec<Row> {
     let mut rows = rows;
@@ -448,6 +459,8 @@ fn checkpointed_rows(rows: Vec<(u8, i64, i64)>) -> Vec<Row> {
             let mut row =
                 row("2024-01-01 00:00:00", &format!("T{ticker}"), price as f64, "2024-01-01 00:00:00");
             row.rowtime_ms = time * 50;
+            // Event times out of order by up to 3 s: some within the watermark's delay, some late.
+            row.values[4] = Value::Timestamp(time * 50 - price.rem_euclid(7) * 500);
             row
         })
         .collect()
@@ -526,4 +539,150 @@ fn a_snapshot_of_other_code_is_refused() {
         refused.err()
     );
     assert!(restored(&snapshot).is_ok());
+}
+
+/// Event-time windows on the input's EVENT_TIME (no watermark declared: the delay is 0).
+fn event_code(function: &str) -> String {
+    format!(
+        r#"CREATE STREAM OUT (ws TIMESTAMP, we TIMESTAMP, ticker VARCHAR(4), n BIGINT, total DOUBLE);
+INSERT INTO OUT SELECT window_start, window_end, ticker_symbol, COUNT(*), SUM(price)
+FROM TABLE({function}) GROUP BY ticker_symbol, window_start, window_end;"#
+    )
+}
+
+/// Events (ticker, event time ms, price) in event-time order, each at ROWTIME = its time.
+fn event_rows(events: &[(u8, i64, i64)]) -> Vec<Row> {
+    events
+        .iter()
+        .map(|(ticker, time, price)| Row {
+            rowtime_ms: *time,
+            values: vec![
+                Value::String(format!("T{ticker}")),
+                Value::String("TECH".into()),
+                Value::Double(0.5),
+                Value::Double(*price as f64),
+                Value::Timestamp(*time),
+            ],
+        })
+        .collect()
+}
+
+/// (window start, end, ticker, count, total) of every row put out, sorted.
+fn windows_out(runner: &mut ApplicationRunner, rows: &[Row]) -> Vec<(i64, i64, String, i64, i64)> {
+    let mut out = Vec::new();
+    for row in rows {
+        for (_, row) in runner.push(&source(), row.clone(), 0).rows {
+            let [Value::Timestamp(start), Value::Timestamp(end), Value::String(ticker), Value::Integer(n), Value::Double(total)] =
+                row.values.as_slice()
+            else {
+                panic!("{row:?}")
+            };
+            out.push((*start, *end, ticker.clone(), *n, *total as i64));
+        }
+    }
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// HOP (and TUMBLE, slide = size) in panes: every window the watermark (the latest event
+    /// time) has passed, with the count and sum a direct computation over the events gives.
+    #[test]
+    fn hopping_windows_equal_the_answer_computed_directly(
+        mut events in proptest::collection::vec((0u8..3, 0i64..20_000, -50i64..50), 1..80),
+        slide_s in 1u64..4,
+        panes in 1u64..4,
+    ) {
+        events.sort_by_key(|(_, time, _)| *time);
+        let (slide, size) = (slide_s * 1000, slide_s * 1000 * panes);
+        let function = format!(
+            "HOP(TABLE SOURCE_SQL_STREAM_001, DESCRIPTOR(EVENT_TIME), INTERVAL '{slide_s}' SECOND, INTERVAL '{}' SECOND)",
+            slide_s * panes
+        );
+        let got = windows_out(&mut runner(&event_code(&function)), &event_rows(&events));
+        let watermark = events.last().map(|(_, time, _)| *time).unwrap();
+        let mut expected = BTreeMap::new();
+        for (ticker, time, price) in &events {
+            let mut start = time.div_euclid(slide as i64) * slide as i64;
+            while start + size as i64 > *time {
+                if start + size as i64 <= watermark {
+                    let entry = expected.entry((start, start + size as i64, format!("T{ticker}"))).or_insert((0, 0));
+                    entry.0 += 1;
+                    entry.1 += price;
+                }
+                start -= slide as i64;
+            }
+        }
+        let expected: Vec<_> = expected.into_iter().map(|((s, e, t), (n, total))| (s, e, t, n, total)).collect();
+        prop_assert_eq!(got, expected);
+    }
+
+    /// SESSION per ticker: events closer than the gap share a session; a session is out once
+    /// the watermark reaches its last event + gap.
+    #[test]
+    fn session_windows_equal_the_answer_computed_directly(
+        mut events in proptest::collection::vec((0u8..3, 0i64..30_000, -50i64..50), 1..80),
+        gap_s in 1i64..4,
+    ) {
+        events.sort_by_key(|(_, time, _)| *time);
+        let function = format!(
+            "SESSION(TABLE SOURCE_SQL_STREAM_001 PARTITION BY ticker_symbol, DESCRIPTOR(EVENT_TIME), INTERVAL '{gap_s}' SECOND)"
+        );
+        let got = windows_out(&mut runner(&event_code(&function)), &event_rows(&events));
+        let watermark = events.last().map(|(_, time, _)| *time).unwrap();
+        let gap = gap_s * 1000;
+        let mut expected = Vec::new();
+        for ticker in 0u8..3 {
+            let mut open: Option<(i64, i64, i64, i64)> = None;
+            for (_, time, price) in events.iter().filter(|(t, _, _)| *t == ticker) {
+                open = match open {
+                    Some((start, last, n, total)) if *time < last + gap => Some((start, *time, n + 1, total + price)),
+                    Some((start, last, n, total)) => {
+                        expected.push((start, last + gap, format!("T{ticker}"), n, total));
+                        Some((*time, *time, 1, *price))
+                    }
+                    None => Some((*time, *time, 1, *price)),
+                };
+            }
+            if let Some((start, last, n, total)) = open {
+                expected.push((start, last + gap, format!("T{ticker}"), n, total));
+            }
+        }
+        expected.retain(|(_, end, ..)| *end <= watermark);
+        expected.sort();
+        prop_assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn late_rows_are_counted_and_refused_and_the_delay_admits_the_rest() {
+    let code = r#"CREATE STREAM EV (ticker VARCHAR(4), et TIMESTAMP, WATERMARK FOR et AS et - INTERVAL '2' SECOND);
+CREATE PUMP P AS INSERT INTO EV SELECT STREAM ticker_symbol, EVENT_TIME FROM SOURCE_SQL_STREAM_001;
+CREATE STREAM OUT (we TIMESTAMP, n BIGINT);
+INSERT INTO OUT SELECT window_end, COUNT(*) FROM TABLE(TUMBLE(TABLE EV, DESCRIPTOR(et), INTERVAL '1' SECOND))
+GROUP BY window_start, window_end;"#;
+    let mut runner = runner(code);
+    let at = |seconds: f64| ts("2024-01-01 00:00:00") + (seconds * 1000.0) as i64;
+    let mut produced = Vec::new();
+    // 0.5, 1.5, then 4.2 (watermark 2.2: [0,1) and [1,2) close), then 1.9 (its window [1,2)
+    // is out: late), 2.5 (within the delay: counted), 6.0 (closes [2,3) and [4,5)).
+    for (rowtime, event) in [(0.5, 0.5), (1.5, 1.5), (4.2, 4.2), (4.3, 1.9), (4.4, 2.5), (6.0, 6.0)] {
+        let mut row = row("2024-01-01 00:00:00", "A", 1.0, "2024-01-01 00:00:00");
+        row.rowtime_ms = at(rowtime);
+        row.values[4] = Value::Timestamp(at(event));
+        produced.push(runner.push(&source(), row, 0));
+    }
+    assert_eq!(
+        texts(&produced, "OUT"),
+        [
+            ["2024-01-01 00:00:04.200", "2024-01-01 00:00:01.000", "1"],
+            ["2024-01-01 00:00:04.200", "2024-01-01 00:00:02.000", "1"],
+            ["2024-01-01 00:00:06.000", "2024-01-01 00:00:03.000", "1"],
+        ]
+    );
+    let errors: Vec<&str> = produced.iter().flat_map(|p| &p.errors).map(|e| e.message.as_str()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("late row: event time 2024-01-01 00:00:01.900"), "{errors:?}");
 }

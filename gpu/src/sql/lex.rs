@@ -42,7 +42,13 @@ pub(crate) fn position(location: Location) -> Position {
 
 /// One statement of the code.
 pub(crate) enum Statement {
-    CreateStream { at: Position, name: Name, columns: Vec<(Column, Position)> },
+    CreateStream {
+        at: Position,
+        name: Name,
+        columns: Vec<(Column, Position)>,
+        /// `WATERMARK FOR column AS column [- INTERVAL …]`: the column, the delay, where.
+        watermark: Option<(Name, u64, Position)>,
+    },
     CreatePump(Box<PumpStatement>),
 }
 
@@ -69,9 +75,10 @@ pub(crate) fn statements(code: &str) -> Result<Vec<Statement>, SqlError> {
     let tokens: Vec<TokenWithSpan> =
         tokens.into_iter().filter(|token| !matches!(token.token, Token::Whitespace(_))).collect();
     let mut statements = Vec::new();
+    let mut inserts = 0;
     for part in tokens.split(|token| token.token == Token::SemiColon) {
         if !part.is_empty() {
-            statements.push(statement(part)?);
+            statements.push(statement(part, &mut inserts)?);
         }
     }
     if statements.is_empty() {
@@ -178,10 +185,16 @@ pub(crate) fn normalized(value: &str, quote_style: Option<char>) -> Name {
     }
 }
 
-fn statement(tokens: &[TokenWithSpan]) -> Result<Statement, SqlError> {
+/// `inserts`: the bare `INSERT INTO … SELECT …` statements so far (the Flink-style dialect's
+/// form of a pump), which are named `INSERT_1`, `INSERT_2`, ….
+fn statement(tokens: &[TokenWithSpan], inserts: &mut usize) -> Result<Statement, SqlError> {
     let end = tokens.last().map_or(Position::default(), |token| position(token.span.end));
     let mut cursor = Cursor { tokens, next: 0, end };
     let at = cursor.here();
+    if cursor.peek().is_some_and(|token| is_word(token, "INSERT")) {
+        *inserts += 1;
+        return pump_body(cursor, tokens, at, Name::new(format!("INSERT_{inserts}")));
+    }
     if !cursor.eat_word("CREATE") {
         return Err(cursor.error("CREATE (application code is CREATE STREAM and CREATE PUMP statements)"));
     }
@@ -192,7 +205,20 @@ fn statement(tokens: &[TokenWithSpan]) -> Result<Statement, SqlError> {
         let (name, _) = cursor.name("the stream's name")?;
         cursor.expect(&Token::LParen)?;
         let mut columns = Vec::new();
+        let mut watermark = None;
         loop {
+            if cursor.peek().is_some_and(|token| is_word(token, "WATERMARK")) {
+                let clause_at = cursor.here();
+                cursor.next += 1;
+                if watermark.is_some() {
+                    return Err(SqlError::at(clause_at, "a stream declares one WATERMARK"));
+                }
+                watermark = Some(watermark_clause(&mut cursor, clause_at)?);
+                if !cursor.eat(&Token::Comma) {
+                    break;
+                }
+                continue;
+            }
             let (column_name, column_at) = cursor.name("a column name")?;
             let sql_type = sql_type(&mut cursor)?;
             let not_null = if cursor.eat_word("NOT") {
@@ -213,40 +239,88 @@ fn statement(tokens: &[TokenWithSpan]) -> Result<Statement, SqlError> {
         if cursor.peek().is_some() {
             return Err(cursor.error("; after the stream's columns"));
         }
-        return Ok(Statement::CreateStream { at, name, columns });
+        return Ok(Statement::CreateStream { at, name, columns, watermark });
     }
     if cursor.eat_word("PUMP") {
         let (name, _) = cursor.name("the pump's name")?;
         cursor.expect_word("AS")?;
-        cursor.expect_word("INSERT")?;
-        cursor.expect_word("INTO")?;
-        let target = cursor.name("the stream the pump inserts into")?;
-        let mut columns = Vec::new();
-        if cursor.eat(&Token::LParen) {
-            loop {
-                columns.push(cursor.name("a column of the target stream")?);
-                if !cursor.eat(&Token::Comma) {
-                    break;
-                }
-            }
-            cursor.expect(&Token::RParen)?;
-        }
-        let query_at = cursor.here();
-        if cursor.peek().is_none() {
-            return Err(cursor.error("SELECT STREAM"));
-        }
-        let (query, stagger) = query(&tokens[cursor.next..])?;
-        return Ok(Statement::CreatePump(Box::new(PumpStatement {
-            at,
-            name,
-            target,
-            columns,
-            query,
-            query_at,
-            stagger,
-        })));
+        return pump_body(cursor, tokens, at, name);
     }
     Err(cursor.error("STREAM or PUMP after CREATE"))
+}
+
+/// `FOR column AS column [- INTERVAL 'n' unit]` (after WATERMARK).
+fn watermark_clause(cursor: &mut Cursor<'_>, clause_at: Position) -> Result<(Name, u64, Position), SqlError> {
+    cursor.expect_word("FOR")?;
+    let (column, _) = cursor.name("the event-time column")?;
+    cursor.expect_word("AS")?;
+    let (again, again_at) = cursor.name("the event-time column")?;
+    if again != column {
+        return Err(SqlError::at(
+            again_at,
+            format!("the watermark is {column} minus an interval, not {again}"),
+        ));
+    }
+    if !cursor.eat(&Token::Minus) {
+        return Ok((column, 0, clause_at));
+    }
+    cursor.expect_word("INTERVAL")?;
+    let value_at = cursor.here();
+    let text = match cursor.peek() {
+        Some(TokenWithSpan { token: Token::SingleQuotedString(text) | Token::Number(text, _), .. }) => {
+            text.clone()
+        }
+        _ => return Err(cursor.error("the interval's value in quotes")),
+    };
+    cursor.next += 1;
+    let unit_at = cursor.here();
+    let Some(TokenWithSpan { token: Token::Word(unit), .. }) = cursor.peek() else {
+        return Err(cursor.error("the interval's unit (SECOND, MINUTE, …)"));
+    };
+    let unit_ms: u64 = match unit.value.to_uppercase().trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1_000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        other => return Err(SqlError::at(unit_at, format!("{other} is not an interval unit here"))),
+    };
+    cursor.next += 1;
+    let value: f64 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|value: &f64| value.is_finite() && *value >= 0.0 && *value <= 1e9)
+        .ok_or_else(|| SqlError::at(value_at, format!("'{text}' is not a delay")))?;
+    Ok((column, (value * unit_ms as f64).round() as u64, clause_at))
+}
+
+/// `INSERT INTO t [(columns)] SELECT …`: a pump's body.
+fn pump_body(
+    mut cursor: Cursor<'_>,
+    tokens: &[TokenWithSpan],
+    at: Position,
+    name: Name,
+) -> Result<Statement, SqlError> {
+    cursor.expect_word("INSERT")?;
+    cursor.expect_word("INTO")?;
+    let target = cursor.name("the stream the pump inserts into")?;
+    let mut columns = Vec::new();
+    if cursor.eat(&Token::LParen) {
+        loop {
+            columns.push(cursor.name("a column of the target stream")?);
+            if !cursor.eat(&Token::Comma) {
+                break;
+            }
+        }
+        cursor.expect(&Token::RParen)?;
+    }
+    let query_at = cursor.here();
+    if cursor.peek().is_none() {
+        return Err(cursor.error("SELECT STREAM"));
+    }
+    let (query, stagger) = query(&tokens[cursor.next..])?;
+    Ok(Statement::CreatePump(Box::new(PumpStatement { at, name, target, columns, query, query_at, stagger })))
 }
 
 fn sql_type(cursor: &mut Cursor<'_>) -> Result<SqlType, SqlError> {
@@ -378,16 +452,52 @@ fn rewrite(tokens: &[TokenWithSpan]) -> Result<Rewritten, SqlError> {
 /// `SELECT STREAM` → `SELECT`, and `STEP(x BY width)` → `STEP(x, width)` at any nesting: a
 /// stack holds the depth of each open STEP's parentheses, and a BY at the top one's depth is
 /// its separator.
+///
+/// And the Flink-style window table functions' forms:
+/// - `TUMBLE(TABLE s, …)` → `TUMBLE(s, …)` (`TABLE` before a name, first in parentheses);
+/// - `SESSION(TABLE s PARTITION BY k, …)` or `PARTITION BY (k1, k2)` →
+///   `SESSION(s, PARTITION_KEYS(k…), …)`.
 fn rewrite_stream_and_step(tokens: &[TokenWithSpan]) -> Vec<TokenWithSpan> {
     let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
     let mut depth = 0usize;
     let mut steps: Vec<usize> = Vec::new();
+    let mut sessions: Vec<usize> = Vec::new();
+    // A PARTITION BY without parentheses: its keys end at the next comma of the session.
+    let mut open_keys = false;
+    let mut skip = 0;
     for (index, token) in tokens.iter().enumerate() {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         let after_select = out.last().is_some_and(|last: &TokenWithSpan| {
             matches!(&last.token, Token::Word(word) if word.keyword == Keyword::SELECT && word.quote_style.is_none())
         });
         if after_select && is_word(token, "STREAM") {
             continue;
+        }
+        let after_paren = out.last().is_some_and(|last| last.token == Token::LParen);
+        let next = tokens.get(index + 1);
+        if after_paren
+            && is_word(token, "TABLE")
+            && next.is_some_and(|next| matches!(next.token, Token::Word(_)))
+        {
+            continue;
+        }
+        let in_session = sessions.last() == Some(&depth);
+        if in_session && is_word(token, "PARTITION") && next.is_some_and(|next| is_word(next, "BY")) {
+            skip = 1;
+            out.push(TokenWithSpan { token: Token::Comma, span: token.span });
+            out.push(TokenWithSpan { token: Token::make_word("PARTITION_KEYS", None), span: token.span });
+            if tokens.get(index + 2).is_none_or(|after| after.token != Token::LParen) {
+                out.push(TokenWithSpan { token: Token::LParen, span: token.span });
+                open_keys = true;
+            }
+            continue;
+        }
+        if in_session && open_keys && token.token == Token::Comma {
+            out.push(TokenWithSpan { token: Token::RParen, span: token.span });
+            open_keys = false;
         }
         match token.token {
             Token::LParen => {
@@ -396,10 +506,20 @@ fn rewrite_stream_and_step(tokens: &[TokenWithSpan]) -> Vec<TokenWithSpan> {
                 if opens_step {
                     steps.push(depth);
                 }
+                if index > 0 && is_word(&tokens[index - 1], "SESSION") {
+                    sessions.push(depth);
+                }
             }
             Token::RParen => {
                 if steps.last() == Some(&depth) {
                     steps.pop();
+                }
+                if sessions.last() == Some(&depth) {
+                    if open_keys {
+                        out.push(TokenWithSpan { token: Token::RParen, span: token.span });
+                        open_keys = false;
+                    }
+                    sessions.pop();
                 }
                 depth = depth.saturating_sub(1);
             }

@@ -6,8 +6,9 @@ use sqlparser::tokenizer::Span;
 
 use super::lex::{self, normalized, PumpStatement, Statement};
 use super::plan::{
-    AggregateFunction, Application, BinaryOp, Column, Expr, Frame, Function, Literal, Name, Projected, Pump,
-    Query, Relation, Source, SqlType, StreamDef, TimeUnit, Window,
+    AggregateFunction, Application, BinaryOp, Column, EventWindow, Expr, Frame, Function, Literal, Name,
+    Projected, Pump, Query, Relation, Source, SqlType, StreamDef, TimeColumn, TimeUnit, Watermark, Window,
+    WINDOW_COLUMNS,
 };
 use super::{Position, SqlError};
 
@@ -16,21 +17,39 @@ const TABLE_FUNCTION_WINDOW_S_MAX: u32 = 3_600;
 const TOP_K_MAX: u32 = 100_000;
 
 pub(crate) fn application(statements: Vec<Statement>, inputs: &[StreamDef]) -> Result<Application, SqlError> {
-    let mut application = Application { streams: Vec::new(), pumps: Vec::new() };
+    let mut application = Application { streams: Vec::new(), pumps: Vec::new(), watermarks: Vec::new() };
     for statement in statements {
         match statement {
-            Statement::CreateStream { at, name, columns } => {
+            Statement::CreateStream { at, name, columns, watermark } => {
                 if application.streams.iter().chain(inputs).any(|stream| stream.name == name) {
                     return Err(SqlError::at(at, format!("stream {name} is already defined")));
                 }
-                let columns = columns.into_iter().map(|(column, _)| column).collect();
+                let columns: Vec<Column> = columns.into_iter().map(|(column, _)| column).collect();
+                if let Some((column, delay_ms, at)) = watermark {
+                    match columns.iter().find(|candidate| candidate.name == column) {
+                        Some(found) if found.sql_type == SqlType::Timestamp => {}
+                        Some(found) => {
+                            return Err(SqlError::at(
+                                at,
+                                format!(
+                                    "the watermark's column {column} is {}, not TIMESTAMP",
+                                    found.sql_type
+                                ),
+                            ))
+                        }
+                        None => {
+                            return Err(SqlError::at(at, format!("stream {name} has no column {column}")))
+                        }
+                    }
+                    application.watermarks.push(Watermark { stream: name.clone(), column, delay_ms });
+                }
                 application.streams.push(StreamDef { name, columns });
             }
             Statement::CreatePump(pump) => {
                 if application.pumps.iter().any(|existing| existing.name == pump.name) {
                     return Err(SqlError::at(pump.at, format!("pump {} is already defined", pump.name)));
                 }
-                let lowered = self::pump(&application.streams, inputs, *pump)?;
+                let lowered = self::pump(&application.streams, inputs, &application.watermarks, *pump)?;
                 application.pumps.push(lowered);
             }
         }
@@ -38,7 +57,12 @@ pub(crate) fn application(statements: Vec<Statement>, inputs: &[StreamDef]) -> R
     Ok(application)
 }
 
-fn pump(streams: &[StreamDef], inputs: &[StreamDef], statement: PumpStatement) -> Result<Pump, SqlError> {
+fn pump(
+    streams: &[StreamDef],
+    inputs: &[StreamDef],
+    watermarks: &[Watermark],
+    statement: PumpStatement,
+) -> Result<Pump, SqlError> {
     let (target_name, target_at) = &statement.target;
     let Some(target) = streams.iter().find(|stream| &stream.name == target_name) else {
         let why = if inputs.iter().any(|input| &input.name == target_name) {
@@ -63,7 +87,7 @@ fn pump(streams: &[StreamDef], inputs: &[StreamDef], statement: PumpStatement) -
         }
         indexes
     };
-    let lowering = Lowering { streams, inputs, fallback: statement.query_at };
+    let lowering = Lowering { streams, inputs, watermarks, fallback: statement.query_at };
     let query = lowering.query(&statement.query, statement.stagger.as_ref())?;
     if query.projection.len() != target_columns.len() {
         return Err(SqlError::at(
@@ -88,6 +112,7 @@ struct Scope<'a> {
 struct Lowering<'a> {
     streams: &'a [StreamDef],
     inputs: &'a [StreamDef],
+    watermarks: &'a [Watermark],
     /// Where errors go whose syntax node has no location.
     fallback: Position,
 }
@@ -97,6 +122,8 @@ static TOP_K_COLUMNS: std::sync::LazyLock<[Name; 2]> =
     std::sync::LazyLock::new(|| [Name::new("ITEM"), Name::new("ITEM_COUNT")]);
 static DISTINCT_COLUMNS: std::sync::LazyLock<[Name; 1]> =
     std::sync::LazyLock::new(|| [Name::new("NUMBER_OF_DISTINCT_ITEMS")]);
+static WINDOW_NAMES: std::sync::LazyLock<[Name; 3]> =
+    std::sync::LazyLock::new(|| WINDOW_COLUMNS.map(Name::new));
 
 fn ident_name(ident: &ast::Ident) -> Name {
     normalized(&ident.value, ident.quote_style)
@@ -175,7 +202,16 @@ impl<'a> Lowering<'a> {
                 return Err(self.error(definition.0.span, "a query has one named sliding window"));
             }
         };
+        let windowed = matches!(source, Source::Windowed { .. });
+        if windowed && (stagger.is_some() || sliding.is_some() || keys.is_empty()) {
+            return Err(self.error(
+                select.span(),
+                "a window table function's query aggregates by GROUP BY window_start, window_end, … (no \
+                 stagger or sliding window)",
+            ));
+        }
         let window = match (stagger, sliding) {
+            _ if windowed => Window::Event { keys },
             (Some(_), Some(_)) => {
                 return Err(self.error(select.span(), "a query is either staggered or sliding"))
             }
@@ -196,7 +232,9 @@ impl<'a> Lowering<'a> {
             (None, None) => self.tumbling(keys, &select.group_by)?,
         };
         let having = select.having.as_ref().map(|expr| self.scalar(expr, &scope)).transpose()?;
-        if having.is_some() && !matches!(window, Window::Tumbling { .. } | Window::Stagger { .. }) {
+        if having.is_some()
+            && !matches!(window, Window::Tumbling { .. } | Window::Stagger { .. } | Window::Event { .. })
+        {
             let span = select.having.as_ref().map_or(Span::empty(), |expr| expr.span());
             return Err(self.error(span, "HAVING needs a GROUP BY window"));
         }
@@ -213,6 +251,21 @@ impl<'a> Lowering<'a> {
         if let ast::TableFactor::TableFunction { expr, alias } = &from.relation {
             if !from.joins.is_empty() {
                 return Err(self.error(from.span(), "a table function's output cannot be joined"));
+            }
+            if let ast::Expr::Function(function) = expr {
+                let name = function.name.to_string().to_uppercase();
+                if matches!(name.as_str(), "TUMBLE" | "HOP" | "SESSION") {
+                    if alias.as_ref().is_some_and(|alias| !alias.columns.is_empty()) {
+                        return Err(
+                            self.error(from.span(), "an alias renames the window's rows, not its columns")
+                        );
+                    }
+                    return self.windowed(
+                        &name,
+                        function,
+                        alias.as_ref().map(|alias| ident_name(&alias.name)),
+                    );
+                }
             }
             let source = self.table_function(expr)?;
             let columns: Vec<&'a Name> = match source {
@@ -330,6 +383,112 @@ impl<'a> Lowering<'a> {
         } else {
             Ok(Source::DistinctCount { stream, column, window_s })
         }
+    }
+
+    /// `TUMBLE(s, DESCRIPTOR(t), size)`, `HOP(s, DESCRIPTOR(t), slide, size)` and
+    /// `SESSION(s [, PARTITION_KEYS(k…)], DESCRIPTOR(t), gap)` (after the pre-pass).
+    fn windowed(
+        &self,
+        name: &str,
+        function: &ast::Function,
+        alias: Option<Name>,
+    ) -> Result<(Source, Scope<'a>), SqlError> {
+        let args = self.plain_args(function)?;
+        let refuse = |what: &str| {
+            let usage = match name {
+                "TUMBLE" => "TUMBLE(TABLE stream, DESCRIPTOR(time), INTERVAL size)",
+                "HOP" => "HOP(TABLE stream, DESCRIPTOR(time), INTERVAL slide, INTERVAL size)",
+                _ => "SESSION(TABLE stream [PARTITION BY keys], DESCRIPTOR(time), INTERVAL gap)",
+            };
+            self.error(function.span(), format!("{what}: {usage}"))
+        };
+        let stream_name = match args.first() {
+            Some(ast::Expr::Identifier(ident)) => ident_name(ident),
+            _ => return Err(refuse("the first argument is TABLE and a stream's name")),
+        };
+        let Some(stream) = self.stream(&stream_name) else {
+            return Err(SqlError::undefined(
+                self.at(args[0].span()),
+                format!("stream {stream_name} is not defined"),
+            ));
+        };
+        let width = stream.columns.len();
+        let mut columns: Vec<&'a Name> = stream.columns.iter().map(|column| &column.name).collect();
+        columns.extend(WINDOW_NAMES.iter());
+        let relation = Relation { stream: stream_name.clone(), alias };
+        let scope = Scope { relations: vec![(relation.clone(), columns)], window_name: None };
+        let mut rest = &args[1..];
+        let mut partition = Vec::new();
+        if let Some(ast::Expr::Function(keys)) = rest.first() {
+            if keys.name.to_string().eq_ignore_ascii_case("PARTITION_KEYS") {
+                if name != "SESSION" {
+                    return Err(self.error(keys.span(), "PARTITION BY belongs to SESSION windows"));
+                }
+                partition = self
+                    .plain_args(keys)?
+                    .into_iter()
+                    .map(|key| self.scalar(key, &scope))
+                    .collect::<Result<_, _>>()?;
+                rest = &rest[1..];
+            }
+        }
+        let descriptor = match rest.first() {
+            Some(ast::Expr::Function(descriptor))
+                if descriptor.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") =>
+            {
+                descriptor
+            }
+            _ => return Err(refuse("the time column comes as DESCRIPTOR(column)")),
+        };
+        let time_name = match self.plain_args(descriptor)?.as_slice() {
+            [ast::Expr::Identifier(ident)] => ident_name(ident),
+            _ => return Err(self.error(descriptor.span(), "DESCRIPTOR names one column")),
+        };
+        let time = if time_name.as_str() == "ROWTIME" {
+            TimeColumn::Rowtime
+        } else {
+            match stream.column(&time_name) {
+                Some(index) if stream.columns[index].sql_type == SqlType::Timestamp => {
+                    TimeColumn::Column(index)
+                }
+                Some(index) => {
+                    return Err(self.error(
+                        descriptor.span(),
+                        format!(
+                            "{time_name} is {}; a window's time is a TIMESTAMP column",
+                            stream.columns[index].sql_type
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(self
+                        .error(descriptor.span(), format!("stream {stream_name} has no column {time_name}")))
+                }
+            }
+        };
+        let intervals: Vec<u64> = rest[1..]
+            .iter()
+            .map(|interval| match self.interval_ms(interval)? {
+                ms if ms > 0 => Ok(ms as u64),
+                _ => Err(self.error(interval.span(), "a window's interval is at least 1 ms")),
+            })
+            .collect::<Result<_, _>>()?;
+        let window = match (name, intervals.as_slice()) {
+            ("TUMBLE", [size_ms]) => EventWindow::Tumble { size_ms: *size_ms },
+            ("HOP", [slide_ms, size_ms]) => EventWindow::Hop { slide_ms: *slide_ms, size_ms: *size_ms },
+            ("SESSION", [gap_ms]) => EventWindow::Session { gap_ms: *gap_ms },
+            _ => return Err(refuse("wrong number of intervals")),
+        };
+        let delay_ms = match time {
+            TimeColumn::Rowtime => 0,
+            TimeColumn::Column(_) => self
+                .watermarks
+                .iter()
+                .find(|watermark| watermark.stream == stream_name && watermark.column == time_name)
+                .map_or(0, |watermark| watermark.delay_ms),
+        };
+        let source = Source::Windowed { stream: relation, width, time, window, partition, delay_ms };
+        Ok((source, scope))
     }
 
     /// `CURSOR(SELECT STREAM * FROM s)`: the stream.
@@ -510,7 +669,7 @@ impl<'a> Lowering<'a> {
     /// In a GROUP BY window, what is projected is made of keys and aggregates.
     fn check_grouping(&self, query: &Query, select: &ast::Select, scope: &Scope<'_>) -> Result<(), SqlError> {
         let keys = match &query.window {
-            Window::Tumbling { keys, .. } | Window::Stagger { keys, .. } => keys,
+            Window::Tumbling { keys, .. } | Window::Stagger { keys, .. } | Window::Event { keys } => keys,
             Window::None | Window::Sliding { .. } => {
                 for (projected, item) in query.projection.iter().zip(&select.projection) {
                     if matches!(query.window, Window::None) && projected.expr.has_aggregate() {

@@ -98,7 +98,41 @@ pub struct Application {
     /// The in-application streams the code declares, in order.
     pub streams: Vec<StreamDef>,
     pub pumps: Vec<Pump>,
+    /// `WATERMARK FOR column AS column - INTERVAL …` declared with streams.
+    pub watermarks: Vec<Watermark>,
 }
+
+/// A stream's event-time column and how far behind the latest time seen its watermark
+/// trails (the out-of-orderness allowed before a row is late).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub stream: Name,
+    pub column: Name,
+    pub delay_ms: u64,
+}
+
+/// A window table function of the Flink-style dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventWindow {
+    /// `TUMBLE(TABLE s, DESCRIPTOR(t), size)`.
+    Tumble { size_ms: u64 },
+    /// `HOP(TABLE s, DESCRIPTOR(t), slide, size)`.
+    Hop { slide_ms: u64, size_ms: u64 },
+    /// `SESSION(TABLE s [PARTITION BY k], DESCRIPTOR(t), gap)`.
+    Session { gap_ms: u64 },
+}
+
+/// The time a window table function windows on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeColumn {
+    /// ROWTIME: the rowtime bound moves its watermark too.
+    Rowtime,
+    /// A TIMESTAMP column of the stream, by position.
+    Column(usize),
+}
+
+/// The columns a window table function adds after its stream's.
+pub const WINDOW_COLUMNS: [&str; 3] = ["WINDOW_START", "WINDOW_END", "WINDOW_TIME"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pump {
@@ -136,6 +170,18 @@ pub enum Source {
     /// `TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(…), 'column', seconds))`: one column,
     /// NUMBER_OF_DISTINCT_ITEMS.
     DistinctCount { stream: Name, column: Name, window_s: u32 },
+    /// `TABLE(TUMBLE|HOP|SESSION(TABLE s, DESCRIPTOR(t), …))`: relation 0 is the stream's
+    /// `width` columns, then WINDOW_START, WINDOW_END and WINDOW_TIME. `partition`: a
+    /// session's PARTITION BY (over relation 0). `delay_ms`: the stream's watermark delay on
+    /// that column (0 when it declares none).
+    Windowed {
+        stream: Relation,
+        width: usize,
+        time: TimeColumn,
+        window: EventWindow,
+        partition: Vec<Expr>,
+        delay_ms: u64,
+    },
 }
 
 /// How rows are grouped into windows.
@@ -153,6 +199,10 @@ pub enum Window {
     /// `WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL range)`: a window per partition
     /// opens with its first row and closes `range_ms` later.
     Stagger { keys: Vec<Expr>, range_ms: u64 },
+    /// `GROUP BY keys` over a window table function: windows on event time, put out once the
+    /// watermark passes their end. Keys that are the function's window columns take each
+    /// window's values.
+    Event { keys: Vec<Expr> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -656,6 +706,12 @@ impl Application {
                 let not_null = if column.not_null { " NOT NULL" } else { "" };
                 let _ = write!(out, "{separator}{} {}{not_null}", column.name, column.sql_type);
             }
+            for watermark in self.watermarks.iter().filter(|watermark| watermark.stream == stream.name) {
+                let _ = write!(out, ", WATERMARK FOR {0} AS {0}", watermark.column);
+                if watermark.delay_ms > 0 {
+                    let _ = write!(out, " - {}", interval_sql(watermark.delay_ms));
+                }
+            }
             out.push_str(");\n");
         }
         for pump in &self.pumps {
@@ -677,6 +733,7 @@ impl Application {
         let topk_columns = [Name::new("ITEM"), Name::new("ITEM_COUNT")];
         let distinct_columns = [Name::new("NUMBER_OF_DISTINCT_ITEMS")];
         let function_name = Name::new("T");
+        let window_columns = WINDOW_COLUMNS.map(Name::new);
         let relations: Vec<(&Name, Vec<&Name>)> = match &query.source {
             Source::Stream(relation) => {
                 vec![(relation.qualifier(), self.columns_of(inputs, &relation.stream))]
@@ -685,6 +742,11 @@ impl Application {
                 (stream.qualifier(), self.columns_of(inputs, &stream.stream)),
                 (reference.qualifier(), self.columns_of(inputs, &reference.stream)),
             ],
+            Source::Windowed { stream, .. } => {
+                let mut columns = self.columns_of(inputs, &stream.stream);
+                columns.extend(window_columns.iter());
+                vec![(stream.qualifier(), columns)]
+            }
             Source::TopK { .. } => vec![(&function_name, topk_columns.iter().collect())],
             Source::DistinctCount { .. } => vec![(&function_name, distinct_columns.iter().collect())],
         };
@@ -733,6 +795,35 @@ impl Application {
                     column.as_str().replace('\'', "''")
                 );
             }
+            Source::Windowed { stream, time, window, partition, .. } => {
+                let columns = self.columns_of(inputs, &stream.stream);
+                let time = match time {
+                    TimeColumn::Rowtime => "ROWTIME".to_owned(),
+                    TimeColumn::Column(index) => columns[*index].to_string(),
+                };
+                let (function, partition_by, intervals) = match window {
+                    EventWindow::Tumble { size_ms } => ("TUMBLE", String::new(), interval_sql(*size_ms)),
+                    EventWindow::Hop { slide_ms, size_ms } => (
+                        "HOP",
+                        String::new(),
+                        format!("{}, {}", interval_sql(*slide_ms), interval_sql(*size_ms)),
+                    ),
+                    EventWindow::Session { gap_ms } => {
+                        let keys = partition.iter().map(&sql).collect::<Vec<_>>().join(", ");
+                        let by =
+                            if keys.is_empty() { String::new() } else { format!(" PARTITION BY ({keys})") };
+                        ("SESSION", by, interval_sql(*gap_ms))
+                    }
+                };
+                let _ = write!(
+                    out,
+                    "\n  FROM TABLE({function}(TABLE {}{partition_by}, DESCRIPTOR({time}), {intervals}))",
+                    stream.stream
+                );
+                if let Some(alias) = &stream.alias {
+                    let _ = write!(out, " AS {alias}");
+                }
+            }
         }
         if let Some(filter) = &query.filter {
             let _ = write!(out, "\n  WHERE {}", sql(filter));
@@ -740,7 +831,7 @@ impl Application {
         let keys = |keys: &[Expr]| keys.iter().map(&sql).collect::<Vec<_>>().join(", ");
         match &query.window {
             Window::None => {}
-            Window::Tumbling { keys: group, .. } => {
+            Window::Tumbling { keys: group, .. } | Window::Event { keys: group } => {
                 let _ = write!(out, "\n  GROUP BY {}", keys(group));
             }
             Window::Stagger { keys: partition, range_ms } => {

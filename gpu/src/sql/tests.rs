@@ -580,7 +580,7 @@ prop_compose! {
             target_columns: (0..outputs).collect(),
             query,
         };
-        (vec![input], Application { streams: vec![output], pumps: vec![pump] })
+        (vec![input], Application { streams: vec![output], pumps: vec![pump], watermarks: Vec::new() })
     }
 }
 
@@ -606,4 +606,101 @@ proptest! {
             }
         }
     }
+}
+
+/// Nexmark's bids as a stream with a watermark, as the Flink-style queries declare it.
+const BIDS: &str = r#"CREATE OR REPLACE STREAM BID (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP,
+    WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND);
+CREATE OR REPLACE PUMP TO_BID AS INSERT INTO BID
+    SELECT STREAM CAST(price AS BIGINT), CAST(price AS BIGINT), CAST(price AS BIGINT), CURRENT_ROW_TIMESTAMP FROM SOURCE_SQL_STREAM_001;
+"#;
+
+#[test]
+fn flink_style_window_table_functions() {
+    let code = format!(
+        r#"{BIDS}
+CREATE OR REPLACE STREAM Q5 (auction BIGINT, num BIGINT, starttime TIMESTAMP);
+INSERT INTO Q5
+SELECT auction, COUNT(*) AS num, window_start
+FROM TABLE(HOP(TABLE BID, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+GROUP BY auction, window_start, window_end;
+CREATE OR REPLACE STREAM Q7 (maxprice BIGINT, wend TIMESTAMP);
+INSERT INTO Q7 SELECT MAX(price), window_end FROM TABLE(TUMBLE(TABLE BID, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) AS b
+GROUP BY b.window_start, b.window_end;
+CREATE OR REPLACE STREAM Q11 (bidder BIGINT, bid_count BIGINT, starttime TIMESTAMP, endtime TIMESTAMP);
+INSERT INTO Q11 SELECT bidder, COUNT(*), window_start, window_end
+FROM TABLE(SESSION(TABLE BID PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+GROUP BY bidder, window_start, window_end;
+CREATE OR REPLACE STREAM Q0 (n BIGINT);
+INSERT INTO Q0 SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE SOURCE_SQL_STREAM_001, DESCRIPTOR(ROWTIME), INTERVAL '1' MINUTE))
+GROUP BY window_start, window_end HAVING COUNT(*) > 1;"#
+    );
+    let application = parse(&code);
+    assert_eq!(
+        application.watermarks,
+        [Watermark { stream: Name::new("BID"), column: Name::new("DATE_TIME"), delay_ms: 4_000 }]
+    );
+    let pumps: Vec<&str> = application.pumps.iter().map(|pump| pump.name.as_str()).collect();
+    assert_eq!(pumps, ["TO_BID", "INSERT_1", "INSERT_2", "INSERT_3", "INSERT_4"]);
+    match &application.pumps[1].query.source {
+        Source::Windowed {
+            width: 4,
+            time: TimeColumn::Column(3),
+            window,
+            delay_ms: 4_000,
+            partition,
+            ..
+        } => {
+            assert_eq!(*window, EventWindow::Hop { slide_ms: 2_000, size_ms: 10_000 });
+            assert!(partition.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    match &application.pumps[3].query.source {
+        Source::Windowed { window: EventWindow::Session { gap_ms: 10_000 }, partition, .. } => {
+            assert_eq!(partition, &[Expr::Column { relation: 0, index: 1 }]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        application.pumps[4].query.source,
+        Source::Windowed { time: TimeColumn::Rowtime, window: EventWindow::Tumble { size_ms: 60_000 }, .. }
+    ));
+    // window_start is column 4 of the function's output (after BID's four).
+    assert_eq!(
+        application.pumps[1].query.window,
+        Window::Event {
+            keys: vec![
+                Expr::Column { relation: 0, index: 0 },
+                Expr::Column { relation: 0, index: 4 },
+                Expr::Column { relation: 0, index: 5 }
+            ]
+        }
+    );
+    round_trip(&application, &demo_input());
+}
+
+#[test]
+fn flink_style_refusals_name_their_place() {
+    let refuse = |code: &str| refused(&format!("{BIDS}{code}"), &demo_input());
+    let error = refuse(
+        "CREATE STREAM O (n BIGINT);\nINSERT INTO O SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE BID, DESCRIPTOR(price), INTERVAL '1' SECOND)) GROUP BY window_start;",
+    );
+    assert!(error.message.contains("\"PRICE\" is BIGINT; a window's time is a TIMESTAMP column"), "{error}");
+    let error = refuse(
+        "CREATE STREAM O (n BIGINT);\nINSERT INTO O SELECT auction FROM TABLE(TUMBLE(TABLE BID, DESCRIPTOR(date_time), INTERVAL '1' SECOND));",
+    );
+    assert!(error.message.contains("GROUP BY window_start"), "{error}");
+    let error = refuse(
+        "CREATE STREAM O (n BIGINT);\nINSERT INTO O SELECT bidder FROM TABLE(TUMBLE(TABLE BID, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start;",
+    );
+    assert!(error.message.contains("neither grouped nor aggregated"), "{error}");
+    assert_eq!(error.position.map(|at| at.line), Some(6));
+    let error =
+        refused("CREATE STREAM S (a BIGINT, WATERMARK FOR a AS a - INTERVAL '1' SECOND);", &demo_input());
+    assert!(error.message.contains("not TIMESTAMP"), "{error}");
+    let error = refuse(
+        "CREATE STREAM O (n BIGINT);\nINSERT INTO O SELECT COUNT(*) FROM TABLE(HOP(TABLE BID, DESCRIPTOR(date_time), INTERVAL '1' SECOND)) GROUP BY window_start;",
+    );
+    assert!(error.message.contains("wrong number of intervals"), "{error}");
 }
