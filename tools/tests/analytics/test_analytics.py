@@ -326,6 +326,106 @@ class DocumentedApplications(unittest.TestCase):
         self.assertEqual(detail["ReferenceDataSourceDescriptions"][0]["TableName"], "CompanyName")
 
 
+EVENT_SCHEMA = json_schema([("TICKER_SYMBOL", "VARCHAR(4)"), ("PRICE", "DOUBLE"), ("EVENT_TIME", "TIMESTAMP")])
+EVENT_BASE_MS = 1767225600000  # 2026-01-01 00:00:00 UTC
+
+
+def events(count, seed):
+    """Events whose event times run ahead 137 ms apiece, out of order by up to 1 s."""
+    out = []
+    state = seed
+    for index in range(count):
+        state = (state * 1103515245 + 12345) % (1 << 31)
+        at = EVENT_BASE_MS + index * 137 + state % 1000 - 500
+        out.append((at, TICKERS[state % 3], (state % 400) / 4))
+    return out
+
+
+def event_records(items):
+    return [{"TICKER_SYMBOL": ticker, "PRICE": price, "EVENT_TIME": ts_text(at)} for at, ticker, price in items]
+
+
+FLINK_PREFIX = """
+CREATE OR REPLACE STREAM BIDS (ticker VARCHAR(4), price DOUBLE, et TIMESTAMP,
+    WATERMARK FOR et AS et - INTERVAL '2' SECOND);
+CREATE OR REPLACE PUMP TO_BIDS AS INSERT INTO BIDS
+    SELECT STREAM TICKER_SYMBOL, PRICE, EVENT_TIME FROM "SOURCE_SQL_STREAM_001";
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ws TIMESTAMP, we TIMESTAMP, ticker VARCHAR(4), n BIGINT, total DOUBLE);
+"""
+
+
+class FlinkStyle(unittest.TestCase):
+    """The Flink-style dialect: window table functions on an event-time column with a watermark."""
+
+    def run_app(self, name, query, expected_of):
+        fx = Fixture(SERVER, name, shards=1)
+        fx.create(name, FLINK_PREFIX + query, schema=EVENT_SCHEMA)
+        items = events(300, seed=len(name))
+        fx.put(event_records(items))
+        watermark = max(at for at, _, _ in items) - 2000
+        expected = expected_of(items, watermark)
+        rows = fx.wait_for(len(expected))
+        got = sorted((row["WS"], row["WE"], row["TICKER"], row["N"], row["TOTAL"]) for row in rows)
+        self.assertEqual(got, sorted(expected))
+
+    def test_hop_on_event_time(self):
+        def expected_of(items, watermark):
+            windows = collections.defaultdict(lambda: [0, 0.0])
+            for at, ticker, price in items:
+                start = at - at % 2000
+                while start + 4000 > at:
+                    if start + 4000 <= watermark:
+                        windows[(start, ticker)][0] += 1
+                        windows[(start, ticker)][1] += price
+                    start -= 2000
+            return [(ts_text(s), ts_text(s + 4000), t, n, total) for (s, t), (n, total) in windows.items()]
+
+        self.run_app("flinkhop", """
+            INSERT INTO "DESTINATION_SQL_STREAM"
+            SELECT window_start, window_end, ticker, COUNT(*), SUM(price)
+            FROM TABLE(HOP(TABLE BIDS, DESCRIPTOR(et), INTERVAL '2' SECOND, INTERVAL '4' SECOND))
+            GROUP BY ticker, window_start, window_end;""", expected_of)
+
+    def test_tumble_on_event_time(self):
+        def expected_of(items, watermark):
+            windows = collections.defaultdict(lambda: [0, 0.0])
+            for at, ticker, price in items:
+                start = at - at % 3000
+                if start + 3000 <= watermark:
+                    windows[(start, ticker)][0] += 1
+                    windows[(start, ticker)][1] += price
+            return [(ts_text(s), ts_text(s + 3000), t, n, total) for (s, t), (n, total) in windows.items()]
+
+        self.run_app("flinktumble", """
+            INSERT INTO "DESTINATION_SQL_STREAM"
+            SELECT window_start, window_end, ticker, COUNT(*), SUM(price)
+            FROM TABLE(TUMBLE(TABLE BIDS, DESCRIPTOR(et), INTERVAL '3' SECOND))
+            GROUP BY ticker, window_start, window_end;""", expected_of)
+
+    def test_session_on_event_time(self):
+        def expected_of(items, watermark):
+            out = []
+            for ticker in TICKERS[:3]:
+                times = sorted((at, price) for at, t, price in items if t == ticker)
+                session = None
+                for at, price in times:
+                    if session and at < session[1] + 1000:
+                        session = [session[0], at, session[2] + 1, session[3] + price]
+                    else:
+                        if session:
+                            out.append((session[0], session[1] + 1000, ticker, session[2], session[3]))
+                        session = [at, at, 1, price]
+                if session:
+                    out.append((session[0], session[1] + 1000, ticker, session[2], session[3]))
+            return [(ts_text(s), ts_text(e), t, n, total) for s, e, t, n, total in out if e <= watermark]
+
+        self.run_app("flinksession", """
+            INSERT INTO "DESTINATION_SQL_STREAM"
+            SELECT window_start, window_end, ticker, COUNT(*), SUM(price)
+            FROM TABLE(SESSION(TABLE BIDS PARTITION BY ticker, DESCRIPTOR(et), INTERVAL '1' SECOND))
+            GROUP BY ticker, window_start, window_end;""", expected_of)
+
+
 class Restarts(unittest.TestCase):
     def test_stop_and_start_at_the_last_stopped_point(self):
         fx = Fixture(SERVER, "laststop")
