@@ -658,3 +658,167 @@ pub fn firehose(connection: &Connection, command: FirehoseCommand) -> Result<()>
         Ok(())
     })
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AnalyticsCommand {
+    /// Create a KDA SQL application reading one data stream and writing one.
+    Create {
+        name: String,
+        /// The application code (KDA SQL, or the Flink-style window table functions).
+        #[arg(long, value_name = "FILE")]
+        sql: PathBuf,
+        /// The data stream it reads (its in-application stream is SOURCE_SQL_STREAM_001).
+        #[arg(long)]
+        input: String,
+        /// The data stream it writes DESTINATION_SQL_STREAM to.
+        #[arg(long)]
+        output: String,
+        /// The input's schema (an InputSchema JSON document); by default DiscoverInputSchema
+        /// infers it from the input's records.
+        #[arg(long, value_name = "FILE")]
+        schema: Option<PathBuf>,
+        /// The in-application stream written to --output.
+        #[arg(long, default_value = "DESTINATION_SQL_STREAM")]
+        output_name: String,
+        /// How output rows are written: JSON or CSV.
+        #[arg(long, default_value = "JSON")]
+        format: String,
+    },
+    /// Start an application.
+    Start {
+        name: String,
+        /// NOW, TRIM_HORIZON or LAST_STOPPED_POINT.
+        #[arg(long, default_value = "NOW")]
+        from: String,
+    },
+    /// Stop an application (it keeps its state for LAST_STOPPED_POINT).
+    Stop { name: String },
+    /// Show an application's description (JSON).
+    Describe { name: String },
+    /// List applications and their status.
+    List,
+    /// Delete an application.
+    Delete { name: String },
+}
+
+pub fn analytics(connection: &Connection, command: AnalyticsCommand) -> Result<()> {
+    let mut client = connection.client()?.for_service("KinesisAnalytics_20150814", "kinesisanalytics");
+    let region = connection.region.clone();
+    let arn = move |stream: &str| format!("arn:aws:kinesis:{region}:000000000000:stream/{stream}");
+    let role = "arn:aws:iam::000000000000:role/millrace";
+    runtime()?.block_on(async {
+        match command {
+            AnalyticsCommand::Create { name, sql, input, output, schema, output_name, format } => {
+                let code =
+                    std::fs::read_to_string(&sql).with_context(|| format!("reading {}", sql.display()))?;
+                let schema = match schema {
+                    Some(path) => {
+                        let text =
+                            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                        millrace_net::aws::document::decode(Protocol::Json, &text)
+                            .map_err(|error| anyhow::anyhow!("{}: {}", path.display(), error.message))?
+                    }
+                    None => {
+                        let request =
+                            Value::map().with("ResourceARN", arn(&input)).with("RoleARN", role).with(
+                                "InputStartingPositionConfiguration",
+                                Value::map().with("InputStartingPosition", "TRIM_HORIZON"),
+                            );
+                        let answer = client.call("DiscoverInputSchema", &request).await.context(
+                            "discovering the input's schema (put some records first, or pass --schema FILE)",
+                        )?;
+                        answer
+                            .get("InputSchema")
+                            .cloned()
+                            .context("DiscoverInputSchema answered no schema")?
+                    }
+                };
+                let input = Value::map()
+                    .with("NamePrefix", "SOURCE_SQL_STREAM")
+                    .with(
+                        "KinesisStreamsInput",
+                        Value::map().with("ResourceARN", arn(&input)).with("RoleARN", role),
+                    )
+                    .with("InputSchema", schema);
+                let output = Value::map()
+                    .with("Name", output_name)
+                    .with(
+                        "KinesisStreamsOutput",
+                        Value::map().with("ResourceARN", arn(&output)).with("RoleARN", role),
+                    )
+                    .with("DestinationSchema", Value::map().with("RecordFormatType", format));
+                let request = Value::map()
+                    .with("ApplicationName", name.as_str())
+                    .with("ApplicationCode", code)
+                    .with("Inputs", Value::List(vec![input]))
+                    .with("Outputs", Value::List(vec![output]));
+                let answer = client.call("CreateApplication", &request).await?;
+                let summary = answer.get("ApplicationSummary").cloned().unwrap_or(Value::map());
+                println!("created {}", text(&summary, "ApplicationARN"));
+            }
+            AnalyticsCommand::Start { name, from } => {
+                let detail = describe_application(&mut client, &name).await?;
+                let inputs = list(&detail, "InputDescriptions");
+                let configurations: Vec<Value> = inputs
+                    .iter()
+                    .map(|input| {
+                        Value::map().with("Id", text(input, "InputId")).with(
+                            "InputStartingPositionConfiguration",
+                            Value::map().with("InputStartingPosition", from.as_str()),
+                        )
+                    })
+                    .collect();
+                let request = Value::map()
+                    .with("ApplicationName", name.as_str())
+                    .with("InputConfigurations", Value::List(configurations));
+                client.call("StartApplication", &request).await?;
+                println!("starting {name} from {from}");
+            }
+            AnalyticsCommand::Stop { name } => {
+                client.call("StopApplication", &Value::map().with("ApplicationName", name.as_str())).await?;
+                println!("stopping {name}");
+            }
+            AnalyticsCommand::Describe { name } => {
+                let detail = describe_application(&mut client, &name).await?;
+                let json = millrace_net::aws::document::encode(Protocol::Json, &detail);
+                println!("{}", String::from_utf8_lossy(&json));
+            }
+            AnalyticsCommand::List => {
+                let mut request = Value::map().with("Limit", 50u32);
+                loop {
+                    let answer = client.call("ListApplications", &request).await?;
+                    let mut last = None;
+                    for summary in list(&answer, "ApplicationSummaries") {
+                        println!(
+                            "{}\t{}",
+                            text(summary, "ApplicationName"),
+                            text(summary, "ApplicationStatus")
+                        );
+                        last = Some(text(summary, "ApplicationName"));
+                    }
+                    match (answer.get("HasMoreApplications"), last) {
+                        (Some(Value::Bool(true)), Some(last)) => {
+                            request =
+                                Value::map().with("Limit", 50u32).with("ExclusiveStartApplicationName", last)
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            AnalyticsCommand::Delete { name } => {
+                let detail = describe_application(&mut client, &name).await?;
+                let created = detail.get("CreateTimestamp").cloned().context("no CreateTimestamp")?;
+                let request =
+                    Value::map().with("ApplicationName", name.as_str()).with("CreateTimestamp", created);
+                client.call("DeleteApplication", &request).await?;
+                println!("deleted {name}");
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn describe_application(client: &mut KinesisClient, name: &str) -> Result<Value> {
+    let answer = client.call("DescribeApplication", &Value::map().with("ApplicationName", name)).await?;
+    answer.get("ApplicationDetail").cloned().context("DescribeApplication answered no ApplicationDetail")
+}

@@ -57,6 +57,14 @@ enum Command {
         #[command(subcommand)]
         command: cli::FirehoseCommand,
     },
+    /// Kinesis Data Analytics for SQL: create, start, stop, describe, list and delete
+    /// applications.
+    Analytics {
+        #[command(flatten)]
+        connection: cli::Connection,
+        #[command(subcommand)]
+        command: cli::AnalyticsCommand,
+    },
     /// Follow a stream like `tail -f`: every shard, from a chosen position.
     Tail {
         #[command(flatten)]
@@ -143,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         Command::Put { connection, args } => cli::put(&connection, args),
         Command::Tail { connection, args } => cli::tail(&connection, args),
         Command::Firehose { connection, command } => cli::firehose(&connection, command),
+        Command::Analytics { connection, command } => cli::analytics(&connection, command),
     }
 }
 

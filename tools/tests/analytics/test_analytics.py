@@ -586,6 +586,45 @@ class ApiVersions(unittest.TestCase):
         fx.kda.delete_application(ApplicationName="updates", CreateTimestamp=detail["CreateTimestamp"])
 
 
+class CommandLine(unittest.TestCase):
+    def test_millrace_analytics_create_start_describe_stop_delete(self):
+        import subprocess
+        import tempfile
+        from harness import ACCESS_KEY, SECRET_KEY
+        fx = Fixture(SERVER, "cliapp", shards=1)
+        records = ticks(50, seed=31)
+        fx.put(records)
+        env = dict(os.environ, MILLRACE_ENDPOINT=SERVER.endpoint, MILLRACE_ACCESS_KEY_ID=ACCESS_KEY,
+                   MILLRACE_SECRET_ACCESS_KEY=SECRET_KEY)
+
+        def cli(*args):
+            done = subprocess.run([os.environ["MILLRACE_BIN"], "analytics", *args], env=env,
+                                  capture_output=True, text=True, timeout=60)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            return done.stdout
+
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as code:
+            code.write("""CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker VARCHAR(4), price DOUBLE);
+                CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
+                SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001";""")
+        # No --schema: the CLI discovers it from the input's records.
+        self.assertIn("application/cliapp", cli("create", "cliapp", "--sql", code.name, "--input", fx.input,
+                                                  "--output", fx.output))
+        cli("start", "cliapp", "--from", "TRIM_HORIZON")
+        fx.wait_status("cliapp", "RUNNING")
+        rows = fx.wait_for(len(records))
+        self.assertEqual(sorted((r["TICKER"], r["PRICE"]) for r in rows),
+                         sorted((r["TICKER_SYMBOL"], r["PRICE"]) for r in records))
+        detail = json.loads(cli("describe", "cliapp"))
+        self.assertEqual(detail["ApplicationStatus"], "RUNNING")
+        self.assertIn("cliapp\tRUNNING", cli("list"))
+        cli("stop", "cliapp")
+        fx.wait_status("cliapp", "READY")
+        cli("delete", "cliapp")
+        self.assertNotIn("cliapp", cli("list"))
+        os.unlink(code.name)
+
+
 class Errors(unittest.TestCase):
     def code(self, call, **args):
         with self.assertRaises(ClientError) as caught:
