@@ -24,6 +24,7 @@
 
 mod eval;
 mod event;
+mod join;
 pub mod merge;
 pub mod record;
 pub mod snapshot;
@@ -177,11 +178,11 @@ impl ApplicationRunner {
 
     fn drain(&mut self, queue: &mut VecDeque<(Name, Arrival)>, now_ms: i64, produced: &mut Produced) {
         while let Some((stream, arrival)) = queue.pop_front() {
-            for pump in self.pumps.iter_mut().filter(|pump| pump.source_stream() == &stream) {
+            for pump in self.pumps.iter_mut().filter(|pump| sources_of(&pump.pump).contains(&&stream)) {
                 let mut rows = Vec::new();
                 let mut errors = Vec::new();
                 match &arrival {
-                    Arrival::Row(row) => pump.push(row, now_ms, &mut rows, &mut errors),
+                    Arrival::Row(row) => pump.push(&stream, row, now_ms, &mut rows, &mut errors),
                     Arrival::Bound(bound_ms) => pump.close_before(*bound_ms, now_ms, &mut rows, &mut errors),
                 }
                 let target = pump.pump.target.clone();
@@ -239,8 +240,18 @@ fn insert(target: &StreamDef, columns: &[usize], row: Row) -> Result<Row, (i64, 
     Ok(Row { rowtime_ms: row.rowtime_ms, values })
 }
 
+/// The streams a pump reads (two for a stream-to-stream join).
+fn sources_of(pump: &Pump) -> Vec<&Name> {
+    match &pump.query.source {
+        Source::StreamJoin { left, right, .. } => vec![&left.stream, &right.stream],
+        _ => vec![source_of(pump)],
+    }
+}
+
+/// The stream a pump reads (a join's left one).
 fn source_of(pump: &Pump) -> &Name {
     match &pump.query.source {
+        Source::StreamJoin { left, .. } => &left.stream,
         Source::Stream(relation) | Source::Join { stream: relation, .. } => &relation.stream,
         Source::TopK { stream, .. } | Source::DistinctCount { stream, .. } => stream,
         Source::Windowed { stream, .. } => &stream.stream,
@@ -250,24 +261,26 @@ fn source_of(pump: &Pump) -> &Name {
 /// Pumps must not feed their own sources, directly or through other pumps.
 fn check_acyclic(application: &Application) -> Result<(), RunError> {
     for pump in &application.pumps {
-        // From the pump's target, follow pumps downstream; reaching its source is a cycle.
-        let mut path = vec![source_of(pump).clone(), pump.target.clone()];
-        let mut frontier = vec![pump.target.clone()];
-        let mut seen = Vec::new();
-        while let Some(stream) = frontier.pop() {
-            if stream == *source_of(pump) {
-                return Err(RunError::Cycle(path));
-            }
-            if seen.contains(&stream) {
-                continue;
-            }
-            seen.push(stream.clone());
-            for next in application.pumps.iter().filter(|next| source_of(next) == &stream) {
-                if next.target == *source_of(pump) {
-                    path.push(next.target.clone());
+        for source in sources_of(pump) {
+            // From the pump's target, follow pumps downstream; reaching its source is a cycle.
+            let mut path = vec![source.clone(), pump.target.clone()];
+            let mut frontier = vec![pump.target.clone()];
+            let mut seen = Vec::new();
+            while let Some(stream) = frontier.pop() {
+                if stream == *source {
                     return Err(RunError::Cycle(path));
                 }
-                frontier.push(next.target.clone());
+                if seen.contains(&stream) {
+                    continue;
+                }
+                seen.push(stream.clone());
+                for next in application.pumps.iter().filter(|next| sources_of(next).contains(&&stream)) {
+                    if next.target == *source {
+                        path.push(next.target.clone());
+                        return Err(RunError::Cycle(path));
+                    }
+                    frontier.push(next.target.clone());
+                }
             }
         }
     }
@@ -282,6 +295,8 @@ struct PumpRunner {
     /// The aggregates the projection and HAVING use, each once.
     aggregates: Vec<Expr>,
     state: State,
+    /// A stream-to-stream join's kept rows.
+    join: Option<Box<join::JoinState>>,
 }
 
 enum State {
@@ -376,16 +391,30 @@ impl PumpRunner {
                 State::Stagger { range_ms: *range_ms, windows: Vec::new() }
             }
         };
-        PumpRunner { pump, evaluator: Evaluator::default(), reference, aggregates, state }
+        let join = match &pump.query.source {
+            Source::StreamJoin { on, range_ms, .. } => Some(Box::new(join::JoinState::new(on, *range_ms))),
+            _ => None,
+        };
+        PumpRunner { pump, evaluator: Evaluator::default(), reference, aggregates, state, join }
     }
 
-    fn source_stream(&self) -> &Name {
-        source_of(&self.pump)
-    }
-
-    fn push(&mut self, row: &Row, now_ms: i64, rows: &mut Vec<Row>, errors: &mut Vec<(i64, ValueError)>) {
+    fn push(
+        &mut self,
+        stream: &Name,
+        row: &Row,
+        now_ms: i64,
+        rows: &mut Vec<Row>,
+        errors: &mut Vec<(i64, ValueError)>,
+    ) {
         // Windows that end by this row's ROWTIME close first: their rows come before it.
         self.close_before(row.rowtime_ms, now_ms, rows, errors);
+        if self.join.is_some() {
+            self.push_joined(stream, row, now_ms, rows, errors);
+            if matches!(self.state, State::Event(_)) {
+                self.close_before(row.rowtime_ms, now_ms, rows, errors);
+            }
+            return;
+        }
         match &mut self.state {
             State::TopK { size_ms, column, open, .. } => {
                 let start = window_start(row.rowtime_ms, *size_ms);
@@ -451,6 +480,68 @@ impl PumpRunner {
         if matches!(self.state, State::Event(_)) {
             // The row may have moved the watermark.
             self.close_before(row.rowtime_ms, now_ms, rows, errors);
+        }
+    }
+
+    /// A row of one side of a stream-to-stream join: it meets the other side's kept rows of
+    /// its key for which ON holds, then is kept itself.
+    fn push_joined(
+        &mut self,
+        stream: &Name,
+        row: &Row,
+        now_ms: i64,
+        rows: &mut Vec<Row>,
+        errors: &mut Vec<(i64, ValueError)>,
+    ) {
+        let Source::StreamJoin { left, right, on, .. } = &self.pump.query.source else { return };
+        let sides: Vec<usize> = [&left.stream, &right.stream]
+            .iter()
+            .enumerate()
+            .filter(|(_, side_stream)| **side_stream == stream)
+            .map(|(side, _)| side)
+            .collect();
+        let Some(join) = self.join.as_mut() else { return };
+        let mut met: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+        for side in sides {
+            let other = 1 - side;
+            join.evict(other, row.rowtime_ms);
+            let key = match join.key(&mut self.evaluator, side, &row.values, row.rowtime_ms) {
+                Ok(Some(key)) => key,
+                Ok(None) => continue,
+                Err(error) => {
+                    errors.push((row.rowtime_ms, error));
+                    continue;
+                }
+            };
+            for kept in join.matches(other, &key) {
+                let (left_values, right_values) =
+                    if side == 0 { (&row.values, &kept.values) } else { (&kept.values, &row.values) };
+                let env = RowEnv {
+                    stream: left_values,
+                    reference: Some(right_values),
+                    rowtime_ms: row.rowtime_ms,
+                    now_ms,
+                    substitutions: &[],
+                };
+                match self.evaluator.eval(on, &env) {
+                    Ok(Value::Boolean(true)) => met.push((left_values.clone(), right_values.clone())),
+                    Ok(_) => {}
+                    Err(error) => errors.push((row.rowtime_ms, error)),
+                }
+            }
+            join.keep(side, row.rowtime_ms, key, row.values.clone());
+        }
+        for (left_values, right_values) in &met {
+            let env = RowEnv {
+                stream: left_values,
+                reference: Some(right_values),
+                rowtime_ms: row.rowtime_ms,
+                now_ms,
+                substitutions: &[],
+            };
+            if let Err(error) = self.accept(&env, (rows, errors)) {
+                errors.push((row.rowtime_ms, error));
+            }
         }
     }
 

@@ -57,6 +57,17 @@ pub(super) fn encode(fingerprint: u64, pumps: &[PumpRunner]) -> Vec<u8> {
     put_u32(&mut out, pumps.len());
     for pump in pumps {
         put_state(&mut out, &pump.state);
+        // A stream-to-stream join's kept rows, each side in arrival order.
+        if let Some(join) = &pump.join {
+            for side in &join.sides {
+                put_u32(&mut out, side.order.len());
+                for kept in &side.order {
+                    out.extend(kept.rowtime_ms.to_le_bytes());
+                    put_bytes(&mut out, &kept.key);
+                    put_values(&mut out, &kept.values);
+                }
+            }
+        }
     }
     out
 }
@@ -81,6 +92,22 @@ pub(super) fn decode(bytes: &[u8], fingerprint: u64, pumps: &mut [PumpRunner]) -
     for pump in pumps.iter_mut() {
         let state = input.state(pump)?;
         pump.state = state;
+        if let Some(join) = pump.join.as_mut() {
+            for side in 0..2 {
+                let count = input.count(12)?;
+                let mut last = i64::MIN;
+                for _ in 0..count {
+                    let rowtime_ms = input.i64()?;
+                    if rowtime_ms < last {
+                        return bad("a join's kept rows out of ROWTIME order");
+                    }
+                    last = rowtime_ms;
+                    let key = input.bytes()?.to_vec();
+                    let values = input.values()?;
+                    join.keep(side, rowtime_ms, key, values);
+                }
+            }
+        }
     }
     if input.at != bytes.len() {
         return bad(format!("{} bytes after the last pump", bytes.len() - input.at));

@@ -447,6 +447,9 @@ INSERT INTO OUT_H SELECT window_start, ticker, COUNT(*), SUM(price), MIN(price)
 CREATE STREAM OUT_E (ws TIMESTAMP, we TIMESTAMP, ticker VARCHAR(4), n BIGINT, distinct_prices BIGINT);
 INSERT INTO OUT_E SELECT window_start, window_end, ticker, COUNT(*), COUNT(DISTINCT price)
   FROM TABLE(SESSION(TABLE EV PARTITION BY ticker, DESCRIPTOR(et), INTERVAL '1' SECOND)) GROUP BY ticker, window_start, window_end;
+CREATE STREAM OUT_J (ticker VARCHAR(4), a BIGINT, b BIGINT);
+CREATE PUMP P10 AS INSERT INTO OUT_J SELECT STREAM s.ticker, s.price, e.price
+  FROM S1 AS s JOIN EV OVER (RANGE INTERVAL '1' SECOND PRECEDING) AS e ON s.ticker = e.ticker;
 CREATE STREAM OUT_U (we TIMESTAMP, n BIGINT);
 INSERT INTO OUT_U SELECT window_end, COUNT(*)
   FROM TABLE(TUMBLE(TABLE SOURCE_SQL_STREAM_001, DESCRIPTOR(ROWTIME), INTERVAL '3' SECOND)) GROUP BY window_start, window_end;"#;
@@ -685,4 +688,57 @@ GROUP BY window_start, window_end;"#;
     let errors: Vec<&str> = produced.iter().flat_map(|p| &p.errors).map(|e| e.message.as_str()).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("late row: event time 2024-01-01 00:00:01.900"), "{errors:?}");
+}
+
+const JOINED: &str = r#"CREATE STREAM A (ticker VARCHAR(4), price BIGINT);
+CREATE STREAM B (ticker VARCHAR(4), price BIGINT);
+CREATE STREAM J (ticker VARCHAR(4), left_price BIGINT, right_price BIGINT);
+CREATE PUMP PA AS INSERT INTO A SELECT STREAM ticker_symbol, CAST(price AS BIGINT) FROM SOURCE_SQL_STREAM_001 WHERE price >= 0;
+CREATE PUMP PB AS INSERT INTO B SELECT STREAM ticker_symbol, CAST(price AS BIGINT) FROM SOURCE_SQL_STREAM_001 WHERE price < 5;
+CREATE PUMP PJ AS INSERT INTO J SELECT STREAM a.ticker, a.price, b.price
+  FROM A AS a JOIN B OVER (RANGE INTERVAL '2' SECOND PRECEDING) AS b ON a.ticker = b.ticker AND a.price <> b.price;"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every pair of an A row and a B row of one ticker within 2 s of ROWTIME whose prices
+    /// differ meets once, whichever came first.
+    #[test]
+    fn stream_joins_meet_every_pair_in_range_once(
+        rows in proptest::collection::vec((0u8..3, -5i64..20, 0i64..3_000), 1..60),
+    ) {
+        let rows = checkpointed_rows(rows);
+        let mut runner = runner(JOINED);
+        let mut got: Vec<(String, i64, i64, i64)> = Vec::new();
+        for row in &rows {
+            for (stream, out) in runner.push(&source(), row.clone(), 0).rows {
+                if stream.as_str() == "J" {
+                    let [Value::String(ticker), Value::Integer(a), Value::Integer(b)] = out.values.as_slice() else { panic!() };
+                    got.push((ticker.clone(), *a, *b, out.rowtime_ms));
+                }
+            }
+        }
+        let side = |keep: fn(i64) -> bool| -> Vec<(String, i64, i64)> {
+            rows.iter()
+                .filter_map(|row| match (&row.values[0], &row.values[3]) {
+                    (Value::String(ticker), Value::Double(price)) if keep(*price as i64) => {
+                        Some((ticker.clone(), *price as i64, row.rowtime_ms))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let (a, b) = (side(|price| price >= 0), side(|price| price < 5));
+        let mut expected = Vec::new();
+        for (ticker, price_a, time_a) in &a {
+            for (other, price_b, time_b) in &b {
+                if ticker == other && price_a != price_b && (time_a - time_b).abs() <= 2_000 {
+                    expected.push((ticker.clone(), *price_a, *price_b, *time_a.max(time_b)));
+                }
+            }
+        }
+        got.sort();
+        expected.sort();
+        prop_assert_eq!(got, expected);
+    }
 }

@@ -63,6 +63,8 @@ pub(crate) struct PumpStatement {
     pub query_at: Position,
     /// `WINDOWED BY STAGGER (… RANGE interval)`: the interval, and where the clause starts.
     pub stagger: Option<(ast::Expr, Position)>,
+    /// `JOIN stream OVER (RANGE interval PRECEDING)`: a stream-to-stream join's range.
+    pub join_range: Option<(ast::Expr, Position)>,
 }
 
 /// The statements of `code`, in order.
@@ -319,8 +321,17 @@ fn pump_body(
     if cursor.peek().is_none() {
         return Err(cursor.error("SELECT STREAM"));
     }
-    let (query, stagger) = query(&tokens[cursor.next..])?;
-    Ok(Statement::CreatePump(Box::new(PumpStatement { at, name, target, columns, query, query_at, stagger })))
+    let (query, stagger, join_range) = query(&tokens[cursor.next..])?;
+    Ok(Statement::CreatePump(Box::new(PumpStatement {
+        at,
+        name,
+        target,
+        columns,
+        query,
+        query_at,
+        stagger,
+        join_range,
+    })))
 }
 
 fn sql_type(cursor: &mut Cursor<'_>) -> Result<SqlType, SqlError> {
@@ -404,9 +415,70 @@ fn is_word(token: &TokenWithSpan, word: &str) -> bool {
     matches!(&token.token, Token::Word(found) if found.quote_style.is_none() && found.value.eq_ignore_ascii_case(word))
 }
 
+/// An interval cut out of the query by the pre-pass, parsed, and where its clause starts.
+type Cut = Option<(ast::Expr, Position)>;
+
+/// The interval tokens of a clause the pre-pass cut out, parsed.
+fn cut_interval(cut: Option<(Vec<TokenWithSpan>, Position)>, what: &str) -> Result<Cut, SqlError> {
+    let Some((interval, clause_at)) = cut else { return Ok(None) };
+    let mut parser =
+        Parser::new(&KdaDialect).with_recursion_limit(RECURSION_LIMIT).with_tokens_with_locations(interval);
+    let expr = parser.parse_expr().map_err(parser_error)?;
+    let rest = parser.peek_token();
+    if rest.token != Token::EOF {
+        return Err(SqlError::at(
+            position(rest.span.start),
+            format!("expected ) after {what}, found {}", rest.token),
+        ));
+    }
+    Ok(Some((expr, clause_at)))
+}
+
+/// `JOIN stream OVER (RANGE interval PRECEDING)` → `JOIN stream`, and the interval's tokens
+/// returned aside.
+fn cut_join_range(tokens: &[TokenWithSpan]) -> Result<Rewritten, SqlError> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut range = None;
+    let mut index = 0;
+    while index < tokens.len() {
+        let token = &tokens[index];
+        out.push(token.clone());
+        let joined = is_word(token, "JOIN")
+            && tokens.get(index + 1).is_some_and(|name| matches!(name.token, Token::Word(_)))
+            && tokens.get(index + 2).is_some_and(|over| is_word(over, "OVER"))
+            && tokens.get(index + 3).is_some_and(|open| open.token == Token::LParen);
+        if !joined {
+            index += 1;
+            continue;
+        }
+        out.push(tokens[index + 1].clone());
+        let clause_at = position(tokens[index + 2].span.start);
+        let open = index + 3;
+        let close = matching(tokens, open)?;
+        let inner = &tokens[open + 1..close];
+        let shape = inner.first().is_some_and(|first| is_word(first, "RANGE"))
+            && inner.last().is_some_and(|last| is_word(last, "PRECEDING"))
+            && inner.len() > 2;
+        if !shape {
+            return Err(SqlError::at(
+                clause_at,
+                "a stream join's window is OVER (RANGE INTERVAL … PRECEDING)",
+            ));
+        }
+        if range.is_some() {
+            return Err(SqlError::at(clause_at, "a query joins one stream"));
+        }
+        range = Some((inner[1..inner.len() - 1].to_vec(), clause_at));
+        index = close + 1;
+    }
+    Ok((out, range))
+}
+
 /// The pump's query: the pre-pass, then sqlparser.
-fn query(tokens: &[TokenWithSpan]) -> Result<(ast::Query, Option<(ast::Expr, Position)>), SqlError> {
-    let (tokens, stagger) = rewrite(tokens)?;
+fn query(tokens: &[TokenWithSpan]) -> Result<(ast::Query, Cut, Cut), SqlError> {
+    let (tokens, join_range) = cut_join_range(tokens)?;
+    let join_range = cut_interval(join_range, "the join's range")?;
+    let (tokens, stagger) = rewrite(&tokens)?;
     let mut parser =
         Parser::new(&KdaDialect).with_recursion_limit(RECURSION_LIMIT).with_tokens_with_locations(tokens);
     let query = parser.parse_query().map_err(parser_error)?;
@@ -417,24 +489,8 @@ fn query(tokens: &[TokenWithSpan]) -> Result<(ast::Query, Option<(ast::Expr, Pos
             format!("expected the end of the statement, found {}", rest.token),
         ));
     }
-    let stagger = match stagger {
-        Some((interval, clause_at)) => {
-            let mut parser = Parser::new(&KdaDialect)
-                .with_recursion_limit(RECURSION_LIMIT)
-                .with_tokens_with_locations(interval);
-            let expr = parser.parse_expr().map_err(parser_error)?;
-            let rest = parser.peek_token();
-            if rest.token != Token::EOF {
-                return Err(SqlError::at(
-                    position(rest.span.start),
-                    format!("expected ) after the stagger window's range, found {}", rest.token),
-                ));
-            }
-            Some((expr, clause_at))
-        }
-        None => None,
-    };
-    Ok((*query, stagger))
+    let stagger = cut_interval(stagger, "the stagger window's range")?;
+    Ok((*query, stagger, join_range))
 }
 
 /// Rewrites KDA's forms into ones sqlparser parses, keeping every token's location:

@@ -87,7 +87,13 @@ fn pump(
         }
         indexes
     };
-    let lowering = Lowering { streams, inputs, watermarks, fallback: statement.query_at };
+    let lowering = Lowering {
+        streams,
+        inputs,
+        watermarks,
+        join_range: statement.join_range.as_ref(),
+        fallback: statement.query_at,
+    };
     let query = lowering.query(&statement.query, statement.stagger.as_ref())?;
     if query.projection.len() != target_columns.len() {
         return Err(SqlError::at(
@@ -113,6 +119,8 @@ struct Lowering<'a> {
     streams: &'a [StreamDef],
     inputs: &'a [StreamDef],
     watermarks: &'a [Watermark],
+    /// `JOIN s OVER (RANGE interval PRECEDING)`: the query joins two streams.
+    join_range: Option<&'a (ast::Expr, Position)>,
     /// Where errors go whose syntax node has no location.
     fallback: Position,
 }
@@ -304,6 +312,21 @@ impl<'a> Lowering<'a> {
                     return Err(self.error(join.span(), "a join with reference data needs ON …"));
                 };
                 let on = self.scalar(on, &scope)?;
+                if on.has_aggregate() {
+                    return Err(self.error(join.span(), "a join's ON has no aggregate"));
+                }
+                if let Some((interval, at)) = self.join_range {
+                    if left {
+                        return Err(SqlError::at(*at, "a stream-to-stream join is an inner JOIN"));
+                    }
+                    let range_ms = self.interval_ms(interval)?;
+                    if range_ms < 0 {
+                        return Err(SqlError::at(*at, "a stream join's range is not negative"));
+                    }
+                    let source =
+                        Source::StreamJoin { left: stream, right: reference, on, range_ms: range_ms as u64 };
+                    return Ok((source, scope));
+                }
                 Ok((Source::Join { stream, reference, left, on }, scope))
             }
             [_, extra, ..] => Err(self.error(extra.span(), "a query joins at most one reference table")),

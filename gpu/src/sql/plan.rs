@@ -170,6 +170,10 @@ pub enum Source {
     /// `TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(…), 'column', seconds))`: one column,
     /// NUMBER_OF_DISTINCT_ITEMS.
     DistinctCount { stream: Name, column: Name, window_s: u32 },
+    /// `FROM a JOIN b OVER (RANGE INTERVAL range PRECEDING) ON on`: two streams (relations 0
+    /// and 1); rows meet rows of the other stream whose ROWTIMEs are within `range_ms` of
+    /// theirs, whichever arrives first.
+    StreamJoin { left: Relation, right: Relation, on: Expr, range_ms: u64 },
     /// `TABLE(TUMBLE|HOP|SESSION(TABLE s, DESCRIPTOR(t), …))`: relation 0 is the stream's
     /// `width` columns, then WINDOW_START, WINDOW_END and WINDOW_TIME. `partition`: a
     /// session's PARTITION BY (over relation 0). `delay_ms`: the stream's watermark delay on
@@ -742,6 +746,10 @@ impl Application {
                 (stream.qualifier(), self.columns_of(inputs, &stream.stream)),
                 (reference.qualifier(), self.columns_of(inputs, &reference.stream)),
             ],
+            Source::StreamJoin { left, right, .. } => vec![
+                (left.qualifier(), self.columns_of(inputs, &left.stream)),
+                (right.qualifier(), self.columns_of(inputs, &right.stream)),
+            ],
             Source::Windowed { stream, .. } => {
                 let mut columns = self.columns_of(inputs, &stream.stream);
                 columns.extend(window_columns.iter());
@@ -776,6 +784,17 @@ impl Application {
                     "\n  FROM {} {join} {} ON {}",
                     relation(stream),
                     relation(reference),
+                    sql(on)
+                );
+            }
+            Source::StreamJoin { left, right, on, range_ms } => {
+                let alias = right.alias.as_ref().map(|alias| format!(" AS {alias}")).unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "\n  FROM {} JOIN {} OVER (RANGE {} PRECEDING){alias} ON {}",
+                    relation(left),
+                    right.stream,
+                    interval_sql(*range_ms),
                     sql(on)
                 );
             }

@@ -704,3 +704,28 @@ fn flink_style_refusals_name_their_place() {
     );
     assert!(error.message.contains("wrong number of intervals"), "{error}");
 }
+
+#[test]
+fn stream_to_stream_joins_with_a_range() {
+    let application = parse(
+        r#"CREATE STREAM A (ticker VARCHAR(4), price DOUBLE);
+CREATE STREAM B (ticker VARCHAR(4), change DOUBLE);
+CREATE STREAM J (ticker VARCHAR(4), price DOUBLE, change DOUBLE);
+CREATE PUMP PA AS INSERT INTO A SELECT STREAM ticker_symbol, price FROM SOURCE_SQL_STREAM_001 WHERE price > 10;
+CREATE PUMP PB AS INSERT INTO B SELECT STREAM ticker_symbol, change FROM SOURCE_SQL_STREAM_001 WHERE change < 0;
+CREATE PUMP PJ AS INSERT INTO J SELECT STREAM a.ticker, a.price, b.change
+  FROM A AS a JOIN B OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS b ON a.ticker = b.ticker AND a.price > b.change;"#,
+    );
+    match &application.pumps[2].query.source {
+        Source::StreamJoin { left, right, range_ms: 60_000, .. } => {
+            assert_eq!((left.stream.as_str(), right.stream.as_str()), ("A", "B"));
+        }
+        other => panic!("{other:?}"),
+    }
+    round_trip(&application, &demo_input());
+    let error = refused(
+        "CREATE STREAM J (t VARCHAR(4));\nCREATE PUMP P AS INSERT INTO J SELECT STREAM a.ticker_symbol FROM SOURCE_SQL_STREAM_001 AS a\n  JOIN SOURCE_SQL_STREAM_001 OVER (ROWS 3 PRECEDING) AS b ON a.price = b.price;",
+        &demo_input(),
+    );
+    assert_eq!(error.position, Some(Position { line: 3, column: 30 }), "{error}");
+}
