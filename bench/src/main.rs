@@ -13,6 +13,7 @@ mod engine_bench;
 mod fio;
 mod firehose_bench;
 mod kinesis_bench;
+mod nexmark_bench;
 mod quic_bench;
 mod report;
 
@@ -37,6 +38,8 @@ enum BenchCommand {
     Firehose(firehose_bench::FirehoseArgs),
     /// Firehose delivery from the log against the engine's ingest, in process, in one run.
     Delivery(delivery_bench::DeliveryArgs),
+    /// Nexmark q5, q7, q8 and q11 as Kinesis Data Analytics applications, in process.
+    Nexmark(nexmark_bench::NexmarkArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +50,6 @@ fn main() -> anyhow::Result<()> {
         BenchCommand::Quic(args) => quic_bench::run(&args),
         BenchCommand::Firehose(args) => firehose_bench::run(&args),
         BenchCommand::Delivery(args) => delivery_bench::run(&args),
+        BenchCommand::Nexmark(args) => nexmark_bench::run(&args),
     }
 }

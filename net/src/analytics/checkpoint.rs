@@ -17,8 +17,8 @@
 pub const MAGIC: &[u8; 8] = b"MRKDAS01";
 /// The position entry that points at the latest snapshot.
 pub const SNAPSHOT_OWNER: &str = "snapshot";
-/// A snapshot's records are at most this long.
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// A snapshot's records are at most this long (a record is at most 1 MiB with its partition key).
+pub const CHUNK_BYTES: usize = (1 << 20) - 1024;
 const HEADER_BYTES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -105,6 +105,8 @@ pub struct WorkerState {
     /// The last error that made the worker start over (it retries), for the log and tests.
     pub last_error: Mutex<Option<String>>,
     pub records_in: AtomicU64,
+    /// Records released by the merge into the runner.
+    pub released: AtomicU64,
     pub rows_out: AtomicU64,
     pub late: AtomicU64,
     pub errors: AtomicU64,
@@ -270,6 +272,9 @@ struct OutputState {
     errors: bool,
 }
 
+/// Snapshot bytes written per second on average, at most: a state of 10 MiB is snapshotted
+/// every 10 s rather than every interval. (Old snapshots leave the log only by retention.)
+const SNAPSHOT_BYTES_PER_S: u64 = 1 << 20;
 /// Rows per output batch, at most.
 const BATCH_ROWS_MAX: u64 = 5_000;
 /// Reads from a shard at once.
@@ -463,6 +468,7 @@ async fn attempt(shared: &Shared, name: &str, start: Start, state: &WorkerState)
         bound_ms,
         changed: true,
         last_snapshot_ms: i64::MIN,
+        last_snapshot_bytes: 0,
     };
     for source in &sources {
         run.merge.add_shard(source.shard.get());
@@ -588,6 +594,7 @@ struct Running<'a> {
     /// Whether anything moved since the last snapshot.
     changed: bool,
     last_snapshot_ms: i64,
+    last_snapshot_bytes: u64,
 }
 
 impl Running<'_> {
@@ -595,6 +602,7 @@ impl Running<'_> {
     fn process(&mut self, outputs: &mut [OutputState]) {
         let released = self.merge.release();
         let now = self.engine.now_ms();
+        self.state.released.fetch_add(released.len() as u64, Ordering::Relaxed);
         for record in released {
             self.changed = true;
             self.positions.insert(record.shard, record.sequence + 1);
@@ -730,9 +738,12 @@ impl Running<'_> {
         }
     }
 
+    /// A snapshot every `interval_ms` while the state changes, and no more than
+    /// [`SNAPSHOT_BYTES_PER_S`] of them on average (a large state waits longer).
     async fn snapshot_if_due(&mut self, outputs: &[OutputState], interval_ms: i64) -> Result<(), String> {
         let now = self.engine.now_ms();
-        if self.changed && now.saturating_sub(self.last_snapshot_ms) >= interval_ms {
+        let paced_ms = (self.last_snapshot_bytes.saturating_mul(1000) / SNAPSHOT_BYTES_PER_S) as i64;
+        if self.changed && now.saturating_sub(self.last_snapshot_ms) >= interval_ms.max(paced_ms) {
             self.snapshot(outputs, false).await?;
         }
         Ok(())
@@ -756,8 +767,9 @@ impl Running<'_> {
             shards,
             outputs: outputs.iter().map(|output| (output.id.clone(), output.next)).collect(),
         };
-        let chunks: Vec<Record> = checkpoint
-            .encode()
+        let encoded = checkpoint.encode();
+        self.last_snapshot_bytes = encoded.iter().map(|chunk| chunk.len() as u64).sum();
+        let chunks: Vec<Record> = encoded
             .into_iter()
             .map(|data| Record::new("snapshot".parse::<PartitionKey>().expect("a partition key"), data))
             .collect();
