@@ -7,5 +7,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "error: the Rust toolchain (cargo, stable >= 1.85) is required: https://rustup.rs" >&2
   exit 1
 fi
-cargo build --release --locked -p millrace-tools
+# With the analytics GPU path (wgpu): it is used when a GPU is found, the CPU otherwise.
+cargo build --release --locked -p millrace-tools --features gpu
 exec target/release/millrace serve "$@"

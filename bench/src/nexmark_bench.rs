@@ -15,6 +15,8 @@
 //!    `window_close_p99_ms` is the p99 over the results of windows that ended during the live
 //!    phase.
 //!
+//! `--device gpu` runs the tumbling and hopping windows' aggregation on the wgpu kernels.
+//!
 //! Queries (Flink's Nexmark definitions, in this server's dialect): q5 hot items (HOP 10 s
 //! every 2 s, counts per auction joined with each window's maximum), q7 highest bid (TUMBLE
 //! 10 s, the window's maximum joined back to its bids), q8 new users (TUMBLE 10 s of persons
@@ -30,6 +32,7 @@ use millrace_core::{
     Engine, EngineConfig, PartitionKey, ReadLimits, Record, ResourceKey, StartPosition, StreamMode,
     StreamName,
 };
+use millrace_gpu::run::{open_device, DeviceChoice};
 use millrace_net::analytics::{AnalyticsApi, AnalyticsConfig};
 use millrace_net::aws::{document, Protocol, Value};
 
@@ -41,7 +44,8 @@ pub struct NexmarkArgs {
     /// Directory for the engine's data; created if missing.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// cpu (the runner); gpu is not wired to the operators yet.
+    /// cpu, or gpu (tumbling and hopping windows aggregate with the wgpu kernels; needs
+    /// `--features gpu`).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
     pub device: String,
     /// Events in the backlog.
@@ -65,11 +69,15 @@ pub struct NexmarkArgs {
 const DELAY_MS: i64 = 1_000;
 
 pub fn run(args: &NexmarkArgs) -> Result<()> {
-    if args.device == "gpu" {
-        bail!(
-            "--device gpu: the analytics operators run on the CPU runner only; the wgpu kernels (gpu/src/device.rs) \
-             are not wired into the application runner yet"
-        );
+    let choice = if args.device == "gpu" { DeviceChoice::Gpu } else { DeviceChoice::Cpu };
+    let device = open_device(choice).map_err(|why| {
+        anyhow!(
+            "--device {}: {why} (build with `cargo build --release -p millrace-bench --features gpu`)",
+            args.device
+        )
+    })?;
+    if let Some(device) = &device {
+        println!("the GPU path: {}", device.adapter);
     }
     ensure!(args.events >= 1_000 && args.event_rate >= 1_000, "--events and --event-rate are at least 1000");
     let mut config = EngineConfig::new(&args.data_dir);
@@ -83,7 +91,8 @@ pub fn run(args: &NexmarkArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let api = AnalyticsApi::new(engine.clone(), AnalyticsConfig::default(), None, runtime.handle().clone());
+    let config = AnalyticsConfig { device, ..AnalyticsConfig::default() };
+    let api = AnalyticsApi::new(engine.clone(), config, None, runtime.handle().clone());
     let tag = format!("{}-{}", std::process::id(), engine.now_ms());
     let outcome = runtime.block_on(measure(&engine, &api, &tag, args));
     let _ = runtime.block_on(call(

@@ -41,6 +41,8 @@ pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     adapter: String,
+    /// A CPU adapter (Mesa's lavapipe): correct, but no faster than the CPU runner.
+    software: bool,
     distinct: wgpu::ComputePipeline,
     pane_sum: wgpu::ComputePipeline,
     pane_min_high: wgpu::ComputePipeline,
@@ -110,6 +112,7 @@ impl Gpu {
             device,
             queue,
             adapter,
+            software: info.device_type == wgpu::DeviceType::Cpu,
             distinct,
             pane_sum,
             pane_min_high,
@@ -122,6 +125,11 @@ impl Gpu {
     /// The adapter, in words (for the log line that says which device runs the kernels).
     pub fn adapter(&self) -> &str {
         &self.adapter
+    }
+
+    /// Whether the adapter is a CPU rasterizer (lavapipe) rather than a GPU.
+    pub fn is_software(&self) -> bool {
+        self.software
     }
 
     /// The COUNT DISTINCT registers of `values` (what [`crate::agg::distinct::registers_of_i64`]

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use millrace_core::{Engine, EngineConfig, Keyring, LogConfig};
+use millrace_gpu::run::DeviceChoice;
 use millrace_net::analytics::{AnalyticsApi, AnalyticsConfig, AnalyticsV2};
 use millrace_net::aws::Router;
 use millrace_net::firehose::{self, sink::Sink, FirehoseApi, FirehoseConfig};
@@ -136,6 +137,11 @@ struct ServeArgs {
     /// Without it, each bucket is a folder under `<data-dir>/s3`.
     #[arg(long, value_name = "URL")]
     s3_endpoint: Option<String>,
+    /// Where Kinesis Data Analytics aggregates event-time windows: auto (a GPU when wgpu finds
+    /// one that is not a CPU rasterizer), cpu, or gpu (any adapter, lavapipe included; an error
+    /// without one).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
+    analytics_device: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -280,7 +286,24 @@ fn start_http(
     if let Some(lambda) = &lambda {
         eprintln!("millrace: Firehose invokes Lambda transformations at {}", lambda.url());
     }
-    let analytics_config = AnalyticsConfig { region: args.region.clone(), ..AnalyticsConfig::default() };
+    let choice = match args.analytics_device.as_str() {
+        "cpu" => DeviceChoice::Cpu,
+        "gpu" => DeviceChoice::Gpu,
+        _ => DeviceChoice::Auto,
+    };
+    let device = millrace_gpu::run::open_device(choice)
+        .map_err(|why| anyhow::anyhow!("--analytics-device {}: {why}", args.analytics_device))?;
+    match &device {
+        Some(device) => {
+            eprintln!("millrace: analytics aggregates event-time windows on the GPU: {}", device.adapter)
+        }
+        None if choice == DeviceChoice::Auto => {
+            eprintln!("millrace: analytics runs on the CPU (--analytics-device auto: no GPU other than a CPU rasterizer)")
+        }
+        None => eprintln!("millrace: analytics runs on the CPU (--analytics-device cpu)"),
+    }
+    let analytics_config =
+        AnalyticsConfig { region: args.region.clone(), device, ..AnalyticsConfig::default() };
     let analytics = AnalyticsApi::new(engine.clone(), analytics_config, Some(sink.clone()), front.handle());
     let firehose = FirehoseApi::new(engine.clone(), firehose_config, sink, lambda, front.handle());
     let glue = millrace_net::glue::GlueApi::new(engine.clone(), &args.region);

@@ -44,6 +44,9 @@ pub(super) struct EventState {
     /// Partition → its open sessions, by start.
     pub sessions: BTreeMap<Vec<u8>, Vec<Session>>,
     pub late: u64,
+    /// The GPU path: rows' values staged for the kernels (tumbling and hopping windows).
+    #[cfg(feature = "device")]
+    pub staging: Option<super::staging::Staging>,
 }
 
 pub(super) struct Session {
@@ -92,7 +95,19 @@ impl EventState {
             panes: BTreeMap::new(),
             sessions: BTreeMap::new(),
             late: 0,
+            #[cfg(feature = "device")]
+            staging: None,
         }
+    }
+
+    /// Hands staged values to the GPU and merges the results (before windows close or the
+    /// state is saved).
+    pub fn flush_staged(&mut self) -> Result<(), ValueError> {
+        #[cfg(feature = "device")]
+        if let Some(staging) = self.staging.as_mut() {
+            staging.flush(&mut self.panes)?;
+        }
+        Ok(())
     }
 
     fn size_slide(&self) -> (i64, i64) {
@@ -149,9 +164,23 @@ impl EventState {
             Some(hop) => {
                 let pane_ms = hop.pane_ms() as i64;
                 let pane = hop.pane_of(time_ms) * pane_ms;
-                let group = self.panes.entry(pane).or_default().group(keys, aggregates);
-                for (accumulator, argument) in group.accumulators.iter_mut().zip(arguments) {
-                    accumulator.add(argument)?;
+                let groups = self.panes.entry(pane).or_default();
+                let index = groups.index_of(keys, aggregates);
+                let accumulators = &mut groups.groups[index].accumulators;
+                #[cfg(feature = "device")]
+                let (staged, full) = match self.staging.as_mut() {
+                    Some(staging) => (true, staging.add(pane, index, accumulators, arguments)?),
+                    None => (false, false),
+                };
+                #[cfg(not(feature = "device"))]
+                let (staged, full) = (false, false);
+                if !staged {
+                    for (accumulator, argument) in accumulators.iter_mut().zip(arguments) {
+                        accumulator.add(argument)?;
+                    }
+                }
+                if full {
+                    self.flush_staged()?;
                 }
                 if let Some(first) = hop.windows_of(time_ms).next() {
                     if !self.started || (!self.emitted && first < self.next_start) {
@@ -202,6 +231,7 @@ impl EventState {
         if candidate_ms <= self.watermark_ms {
             return Ok(Vec::new());
         }
+        self.flush_staged()?;
         self.watermark_ms = candidate_ms;
         let watermark = candidate_ms;
         let mut closed = Vec::new();

@@ -28,6 +28,8 @@ mod join;
 pub mod merge;
 pub mod record;
 pub mod snapshot;
+#[cfg(feature = "device")]
+pub mod staging;
 pub mod value;
 
 #[cfg(test)]
@@ -64,6 +66,52 @@ pub struct RowError {
 pub struct Produced {
     pub rows: Vec<(Name, Row)>,
     pub errors: Vec<RowError>,
+}
+
+/// Where the aggregation of event-time windows runs: `auto` takes a GPU when there is one
+/// (not a CPU rasterizer such as lavapipe), `gpu` any adapter, `cpu` none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// An opened device the runners share.
+#[derive(Clone)]
+pub struct Device {
+    #[cfg(feature = "device")]
+    gpu: std::sync::Arc<crate::device::Gpu>,
+    /// The adapter, in words.
+    pub adapter: String,
+}
+
+/// The device `choice` asks for: `Ok(None)` for the CPU (and for `auto` without a GPU), an
+/// error when `gpu` is asked and there is no adapter or this build has no wgpu.
+pub fn open_device(choice: DeviceChoice) -> Result<Option<Device>, String> {
+    if choice == DeviceChoice::Cpu {
+        return Ok(None);
+    }
+    #[cfg(feature = "device")]
+    {
+        match staging::shared() {
+            Some(gpu) if choice == DeviceChoice::Gpu || !gpu.is_software() => {
+                Ok(Some(Device { adapter: gpu.adapter().to_owned(), gpu }))
+            }
+            Some(_) => Ok(None),
+            None if choice == DeviceChoice::Gpu => Err("no GPU adapter was found (wgpu, Vulkan)".into()),
+            None => Ok(None),
+        }
+    }
+    #[cfg(not(feature = "device"))]
+    {
+        match choice {
+            DeviceChoice::Gpu => {
+                Err("this build has no GPU support (millrace-gpu's feature `device`)".into())
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Why an application cannot run.
@@ -140,8 +188,42 @@ impl ApplicationRunner {
 
     /// The runner's operator state (every open window, held row and accumulator) as bytes, to
     /// checkpoint with the input positions it was taken at. Equal states give equal bytes.
-    pub fn snapshot(&self) -> Vec<u8> {
+    /// Values staged for the GPU are aggregated first.
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        for pump in &mut self.pumps {
+            if let State::Event(state) = &mut pump.state {
+                if let Err(error) = state.flush_staged() {
+                    eprintln!("millrace: analytics: staged values of pump {}: {error}", pump.pump.name);
+                }
+            }
+        }
         snapshot::encode(self.fingerprint, &self.pumps)
+    }
+
+    /// Runs the aggregation of tumbling and hopping event-time windows on `device` (the pumps
+    /// whose aggregates the kernels take); answers how many pumps moved.
+    pub fn use_device(&mut self, device: &Device) -> usize {
+        #[cfg(feature = "device")]
+        {
+            let mut moved = 0;
+            for pump in &mut self.pumps {
+                if let State::Event(state) = &mut pump.state {
+                    if state.hop.is_some() {
+                        let staging = staging::Staging::new(device.gpu.clone(), &pump.aggregates);
+                        if staging.useful() {
+                            state.staging = Some(staging);
+                            moved += 1;
+                        }
+                    }
+                }
+            }
+            moved
+        }
+        #[cfg(not(feature = "device"))]
+        {
+            let _ = device;
+            0
+        }
     }
 
     /// A runner of `application` in the state `snapshot` holds: fed the input from the
@@ -791,13 +873,19 @@ fn group_bytes(keys: &[Value]) -> Vec<u8> {
 
 impl Groups {
     fn group(&mut self, keys: Vec<Value>, aggregates: &[Expr]) -> &mut Group {
+        let index = self.index_of(keys, aggregates);
+        &mut self.groups[index]
+    }
+
+    /// The group of `keys` (a new one, after the others, if none has them).
+    fn index_of(&mut self, keys: Vec<Value>, aggregates: &[Expr]) -> usize {
         let bytes = group_bytes(&keys);
         let next = self.groups.len();
         let index = *self.index.entry(bytes).or_insert(next);
         if index == next {
             self.groups.push(Group { keys, accumulators: aggregates.iter().map(Accumulator::new).collect() });
         }
-        &mut self.groups[index]
+        index
     }
 }
 

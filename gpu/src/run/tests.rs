@@ -742,3 +742,63 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// The GPU path (`use_device`) puts out exactly what the CPU runner does, batch boundaries,
+/// snapshots and all; on whatever adapter wgpu finds (lavapipe in CI).
+#[cfg(feature = "device")]
+mod on_the_gpu {
+    use super::*;
+    use crate::run::{open_device, DeviceChoice};
+
+    const CODE: &str = r#"CREATE STREAM OUT (ws TIMESTAMP, ticker VARCHAR(4), n BIGINT, total BIGINT, low BIGINT,
+    high BIGINT, average BIGINT, tickers BIGINT, doubles DOUBLE, counted BIGINT);
+INSERT INTO OUT SELECT window_start, ticker_symbol, COUNT(*), SUM(CAST(price AS BIGINT)), MIN(CAST(price AS BIGINT)),
+    MAX(CAST(price AS BIGINT)), AVG(CAST(price AS BIGINT)), COUNT(DISTINCT ticker_symbol), SUM(price),
+    COUNT(CASE WHEN price > 0 THEN price END)
+  FROM TABLE(HOP(TABLE SOURCE_SQL_STREAM_001, DESCRIPTOR(EVENT_TIME), INTERVAL '1' SECOND, INTERVAL '3' SECOND))
+  GROUP BY ticker_symbol, window_start, window_end;
+CREATE STREAM OUT_T (we TIMESTAMP, n BIGINT, total BIGINT);
+INSERT INTO OUT_T SELECT window_end, COUNT(*), SUM(CAST(price AS BIGINT))
+  FROM TABLE(TUMBLE(TABLE SOURCE_SQL_STREAM_001, DESCRIPTOR(ROWTIME), INTERVAL '2' SECOND))
+  GROUP BY window_start, window_end;"#;
+
+    fn device() -> Option<crate::run::Device> {
+        match open_device(DeviceChoice::Gpu) {
+            Ok(device) => device,
+            Err(why) if std::env::var_os("MILLRACE_GPU_REQUIRED").is_some() => panic!("{why}"),
+            Err(_) => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn the_gpu_path_equals_the_cpu_runner(
+            mut events in proptest::collection::vec((0u8..3, 0i64..12_000, -1_000_000i64..1_000_000), 1..200),
+            cut in 0usize..200,
+        ) {
+            let Some(device) = device() else { return Ok(()) };
+            events.sort_by_key(|(_, time, _)| *time);
+            let rows = event_rows(&events);
+            let cut = cut.min(rows.len());
+            let mut cpu = runner(CODE);
+            let mut gpu = runner(CODE);
+            prop_assert_eq!(gpu.use_device(&device), 2);
+            let mut from_cpu = Vec::new();
+            let mut from_gpu = Vec::new();
+            for (place, row) in rows.iter().enumerate() {
+                if place == cut {
+                    // A snapshot aggregates what is staged; it is the CPU runner's, byte for byte.
+                    prop_assert_eq!(gpu.snapshot(), cpu.snapshot());
+                }
+                from_cpu.extend(cpu.push(&source(), row.clone(), 0).rows);
+                from_gpu.extend(gpu.push(&source(), row.clone(), 0).rows);
+            }
+            from_cpu.extend(cpu.advance(&source(), i64::MAX / 2, 0).rows);
+            from_gpu.extend(gpu.advance(&source(), i64::MAX / 2, 0).rows);
+            prop_assert!(!from_cpu.is_empty());
+            prop_assert_eq!(from_gpu, from_cpu);
+        }
+    }
+}

@@ -30,15 +30,18 @@ const DESCRIPTION_MAX: usize = 1024;
 /// Records DiscoverInputSchema samples.
 const SAMPLES_MAX: usize = 100;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AnalyticsConfig {
     pub region: String,
     pub worker: WorkerConfig,
+    /// Where event-time windows aggregate (`--analytics-device`): opened with
+    /// [`millrace_gpu::run::open_device`].
+    pub device: Option<millrace_gpu::run::Device>,
 }
 
 impl Default for AnalyticsConfig {
     fn default() -> AnalyticsConfig {
-        AnalyticsConfig { region: "us-east-1".into(), worker: WorkerConfig::default() }
+        AnalyticsConfig { region: "us-east-1".into(), worker: WorkerConfig::default(), device: None }
     }
 }
 
@@ -66,7 +69,8 @@ impl AnalyticsApi {
         sink: Option<Sink>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<AnalyticsApi> {
-        let workers = Workers::new(engine.clone(), sink.clone(), config.worker.clone(), runtime);
+        let workers =
+            Workers::new(engine.clone(), sink.clone(), config.worker.clone(), config.device.clone(), runtime);
         for meta in engine.list(ResourceKind::AnalyticsApplication) {
             if let Ok(app) = App::decode(meta.spec()) {
                 if app.running {

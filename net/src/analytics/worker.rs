@@ -151,6 +151,8 @@ struct Shared {
     engine: Engine,
     sink: Option<Sink>,
     config: WorkerConfig,
+    /// The GPU the runners aggregate event-time windows on, if any.
+    device: Option<millrace_gpu::run::Device>,
 }
 
 impl Workers {
@@ -158,13 +160,11 @@ impl Workers {
         engine: Engine,
         sink: Option<Sink>,
         config: WorkerConfig,
+        device: Option<millrace_gpu::run::Device>,
         runtime: tokio::runtime::Handle,
     ) -> Workers {
-        Workers {
-            shared: Arc::new(Shared { engine, sink, config }),
-            runtime,
-            workers: Mutex::new(HashMap::new()),
-        }
+        let shared = Arc::new(Shared { engine, sink, config, device });
+        Workers { shared, runtime, workers: Mutex::new(HashMap::new()) }
     }
 
     pub fn start(&self, name: &str, start: Start) {
@@ -451,6 +451,16 @@ async fn attempt(shared: &Shared, name: &str, start: Start, state: &WorkerState)
                 .map_err(|error| error.to_string())?
         }
     };
+    let mut runner = runner;
+    if let Some(device) = &shared.device {
+        let moved = runner.use_device(device);
+        if moved > 0 {
+            eprintln!(
+                "millrace: analytics {name}: {moved} pump(s) aggregate on the GPU ({})",
+                device.adapter
+            );
+        }
+    }
     let mut outputs: Vec<OutputState> = outputs.into_iter().map(|(output, _)| output).collect();
     let mut run = Running {
         engine,

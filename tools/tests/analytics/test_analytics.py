@@ -357,8 +357,10 @@ CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ws TIMESTAMP, we TIMESTAMP, t
 class FlinkStyle(unittest.TestCase):
     """The Flink-style dialect: window table functions on an event-time column with a watermark."""
 
+    server = None
+
     def run_app(self, name, query, expected_of):
-        fx = Fixture(SERVER, name, shards=1)
+        fx = Fixture(self.server or SERVER, name, shards=1)
         fx.create(name, FLINK_PREFIX + query, schema=EVENT_SCHEMA)
         items = events(300, seed=len(name))
         fx.put(event_records(items))
@@ -424,6 +426,32 @@ class FlinkStyle(unittest.TestCase):
             SELECT window_start, window_end, ticker, COUNT(*), SUM(price)
             FROM TABLE(SESSION(TABLE BIDS PARTITION BY ticker, DESCRIPTOR(et), INTERVAL '1' SECOND))
             GROUP BY ticker, window_start, window_end;""", expected_of)
+
+
+class OnTheGpu(FlinkStyle):
+    """The same event-time applications on a server run with --analytics-device gpu: the
+    windows aggregate with the wgpu kernels (lavapipe in CI) and give the same answers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(extra_args=["--analytics-device", "gpu"])
+        try:
+            cls.server.start()
+        except RuntimeError as error:
+            text = str(error)
+            required = os.environ.get("MILLRACE_GPU_REQUIRED")
+            if "no GPU support" in text or ("no GPU adapter" in text and not required):
+                raise unittest.SkipTest("this build or machine has no GPU path: " + text.splitlines()[-1])
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        log = "".join(cls.server.log)
+        cls.server.close()
+        # The server took the adapter, and the HOP and TUMBLE pumps ran on it (sessions stay
+        # on the CPU: the kernels aggregate panes).
+        assert "aggregates event-time windows on the GPU" in log, log
+        assert log.count("pump(s) aggregate on the GPU") >= 2, log
 
 
 class Restarts(unittest.TestCase):
