@@ -48,6 +48,11 @@ impl Histogram {
         self.total
     }
 
+    /// The buckets with values, in order, and their counts.
+    pub fn buckets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.counts.iter().map(|(bucket, count)| (*bucket, *count))
+    }
+
     /// The nearest-rank percentile `q` in [0, 1]: the value at rank ⌈q·n⌉ (at least 1);
     /// `None` for no values.
     pub fn percentile(&self, q: f64) -> Option<f64> {

@@ -361,6 +361,10 @@ impl Accumulator {
             }
             (Accumulator::Min(_), Accumulator::Min(None)) | (Accumulator::Max(_), Accumulator::Max(None)) => {
             }
+            (
+                Accumulator::Percentile { histogram, .. },
+                Accumulator::Percentile { histogram: theirs, .. },
+            ) => histogram.merge(theirs),
             _ => unreachable!("accumulators of one aggregate are of one kind"),
         }
         Ok(())

@@ -971,6 +971,11 @@ enum Accumulator {
     },
     Min(Option<Value>),
     Max(Option<Value>),
+    /// APPROX_PERCENTILE: the fraction in millionths, and the histogram of the values.
+    Percentile {
+        ppm: u32,
+        histogram: crate::agg::Histogram,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -997,6 +1002,9 @@ impl Accumulator {
             }
             (AggregateFunction::Min, _) => Accumulator::Min(None),
             (AggregateFunction::Max, _) => Accumulator::Max(None),
+            (AggregateFunction::Percentile { ppm }, _) => {
+                Accumulator::Percentile { ppm: *ppm, histogram: crate::agg::Histogram::default() }
+            }
         }
     }
 
@@ -1039,6 +1047,10 @@ impl Accumulator {
                     }
                 }
             }
+            Accumulator::Percentile { histogram, .. } => match value.as_f64() {
+                Some(number) => histogram.add_f64(number),
+                None => return value::fail(format!("APPROX_PERCENTILE of {}", value.type_name())),
+            },
             Accumulator::Min(least) => {
                 if least.as_ref().is_none_or(|least| value.compare(least) == Some(std::cmp::Ordering::Less)) {
                     *least = Some(value.clone());
@@ -1088,6 +1100,9 @@ impl Accumulator {
                 }
             }
             Accumulator::Min(value) | Accumulator::Max(value) => value.clone().unwrap_or(Value::Null),
+            Accumulator::Percentile { ppm, histogram } => {
+                histogram.percentile(f64::from(*ppm) / 1e6).map_or(Value::Null, Value::Double)
+            }
         }
     }
 }

@@ -217,6 +217,15 @@ fn put_accumulator(out: &mut Vec<u8>, accumulator: &Accumulator) {
                 out.extend(word.to_le_bytes());
             }
         }
+        Accumulator::Percentile { histogram, .. } => {
+            out.push(6);
+            let buckets: Vec<(u32, u64)> = histogram.buckets().collect();
+            put_u32(out, buckets.len());
+            for (bucket, count) in buckets {
+                out.extend(bucket.to_le_bytes());
+                out.extend(count.to_le_bytes());
+            }
+        }
         Accumulator::Min(value) | Accumulator::Max(value) => {
             out.push(if matches!(accumulator, Accumulator::Min(_)) { 4 } else { 5 });
             match value {
@@ -461,6 +470,22 @@ impl<'a> Reader<'a> {
                     Accumulator::Max(value)
                 }
             }
+            6 => {
+                let count = self.count(12)?;
+                let mut histogram = crate::agg::Histogram::default();
+                let mut last = None;
+                for _ in 0..count {
+                    let bucket = self.u32()?;
+                    let times = self.u64()?;
+                    if times == 0 || last.is_some_and(|last| bucket <= last) {
+                        return bad("a histogram's buckets out of order or empty");
+                    }
+                    last = Some(bucket);
+                    histogram.add_bucket(bucket, times);
+                }
+                // The fraction is the plan's (the group check takes it from the template).
+                Accumulator::Percentile { ppm: 0, histogram }
+            }
             tag => return bad(format!("an accumulator tag of {tag}")),
         })
     }
@@ -474,9 +499,14 @@ impl<'a> Reader<'a> {
         }
         let mut accumulators = Vec::with_capacity(count);
         for expected in template {
-            let accumulator = self.accumulator()?;
+            let mut accumulator = self.accumulator()?;
             if std::mem::discriminant(&accumulator) != std::mem::discriminant(expected) {
                 return bad("an aggregate of another kind than the pump's");
+            }
+            if let (Accumulator::Percentile { ppm, .. }, Accumulator::Percentile { ppm: planned, .. }) =
+                (&mut accumulator, expected)
+            {
+                *ppm = *planned;
             }
             accumulators.push(accumulator);
         }

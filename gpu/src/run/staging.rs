@@ -69,6 +69,7 @@ impl Staging {
                     | AggregateFunction::Sum
                     | AggregateFunction::Avg => Some(Kernel::Sums),
                     AggregateFunction::Min | AggregateFunction::Max => Some(Kernel::Extremes),
+                    AggregateFunction::Percentile { .. } => None,
                 },
                 _ => None,
             })

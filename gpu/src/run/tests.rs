@@ -441,8 +441,8 @@ CREATE PUMP P7 AS INSERT INTO OUT_K SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBL
 CREATE PUMP P8 AS INSERT INTO OUT_D SELECT STREAM * FROM TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM SOURCE_SQL_STREAM_001), 'TICKER_SYMBOL', 15));
 CREATE STREAM EV (ticker VARCHAR(4), price BIGINT, et TIMESTAMP, WATERMARK FOR et AS et - INTERVAL '2' SECOND);
 CREATE PUMP P9 AS INSERT INTO EV SELECT STREAM ticker_symbol, CAST(price AS BIGINT), EVENT_TIME FROM SOURCE_SQL_STREAM_001;
-CREATE STREAM OUT_H (ws TIMESTAMP, ticker VARCHAR(4), n BIGINT, total BIGINT, low BIGINT);
-INSERT INTO OUT_H SELECT window_start, ticker, COUNT(*), SUM(price), MIN(price)
+CREATE STREAM OUT_H (ws TIMESTAMP, ticker VARCHAR(4), n BIGINT, total BIGINT, low BIGINT, p90 DOUBLE);
+INSERT INTO OUT_H SELECT window_start, ticker, COUNT(*), SUM(price), MIN(price), APPROX_PERCENTILE(price, 0.9)
   FROM TABLE(HOP(TABLE EV, DESCRIPTOR(et), INTERVAL '2' SECOND, INTERVAL '6' SECOND)) GROUP BY ticker, window_start, window_end;
 CREATE STREAM OUT_E (ws TIMESTAMP, we TIMESTAMP, ticker VARCHAR(4), n BIGINT, distinct_prices BIGINT);
 INSERT INTO OUT_E SELECT window_start, window_end, ticker, COUNT(*), COUNT(DISTINCT price)
@@ -799,6 +799,50 @@ INSERT INTO OUT_T SELECT window_end, COUNT(*), SUM(CAST(price AS BIGINT))
             from_gpu.extend(gpu.advance(&source(), i64::MAX / 2, 0).rows);
             prop_assert!(!from_cpu.is_empty());
             prop_assert_eq!(from_gpu, from_cpu);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// APPROX_PERCENTILE per tumbling window: within 2^-8 (relatively) of the nearest-rank
+    /// percentile of the window's values.
+    #[test]
+    fn approximate_percentiles_are_within_half_a_bucket(
+        mut events in proptest::collection::vec((0u8..2, 0i64..6_000, -1_000_000i64..1_000_000), 1..120),
+        q in 0.0f64..=1.0,
+    ) {
+        events.sort_by_key(|(_, time, _)| *time);
+        let code = format!(
+            r#"CREATE STREAM OUT (ws TIMESTAMP, ticker VARCHAR(4), p DOUBLE);
+INSERT INTO OUT SELECT window_start, ticker_symbol, APPROX_PERCENTILE(price, {q:.6})
+FROM TABLE(TUMBLE(TABLE SOURCE_SQL_STREAM_001, DESCRIPTOR(EVENT_TIME), INTERVAL '2' SECOND))
+GROUP BY ticker_symbol, window_start, window_end;"#
+        );
+        let q = (q * 1e6).round() / 1e6;
+        let mut runner = runner(&code);
+        let mut got = Vec::new();
+        // A last event far later moves the watermark past every window (its own stays open).
+        let mut all = events.clone();
+        all.push((9, 1_000_000, 0));
+        for row in event_rows(&all) {
+            got.extend(runner.push(&source(), row, 0).rows);
+        }
+        prop_assert!(!got.is_empty());
+        for (_, row) in got {
+            let [Value::Timestamp(start), Value::String(ticker), Value::Double(answer)] = row.values.as_slice() else {
+                panic!("{row:?}")
+            };
+            let mut values: Vec<i64> = events
+                .iter()
+                .filter(|(t, time, _)| format!("T{t}") == *ticker && time.div_euclid(2000) * 2000 == *start)
+                .map(|(_, _, price)| *price)
+                .collect();
+            values.sort_unstable();
+            let rank = ((q * values.len() as f64).ceil() as usize).max(1);
+            let exact = values[rank - 1] as f64;
+            prop_assert!((answer - exact).abs() <= exact.abs() / 256.0 + 1e-9, "{answer} vs {exact}");
         }
     }
 }

@@ -992,6 +992,7 @@ impl<'a> Lowering<'a> {
             "MIN" => Some(AggregateFunction::Min),
             "MAX" => Some(AggregateFunction::Max),
             "AVG" => Some(AggregateFunction::Avg),
+            "APPROX_PERCENTILE" => Some(AggregateFunction::Percentile { ppm: 0 }),
             _ => None,
         };
         if let Some(aggregate) = aggregate {
@@ -1056,6 +1057,36 @@ impl<'a> Lowering<'a> {
             return Err(
                 self.error(span, format!("{name}(DISTINCT …) is not supported; COUNT(DISTINCT …) is"))
             );
+        }
+        if let AggregateFunction::Percentile { .. } = aggregate {
+            let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg)), ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(fraction))] =
+                list.args.as_slice()
+            else {
+                return Err(self.error(
+                    span,
+                    "APPROX_PERCENTILE takes a value and a fraction: APPROX_PERCENTILE(x, 0.95)",
+                ));
+            };
+            let ppm = match fraction {
+                ast::Expr::Value(ast::ValueWithSpan { value: ast::Value::Number(text, _), .. }) => text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+                    .map(|q| (q * 1e6).round() as u32),
+                _ => None,
+            };
+            let Some(ppm) = ppm else {
+                return Err(self.error(fraction.span(), "the percentile is a number from 0 to 1"));
+            };
+            let arg = self.scalar(arg, scope)?;
+            if arg.has_aggregate() {
+                return Err(self.error(span, format!("{name}: aggregates do not nest")));
+            }
+            return Ok(Expr::Aggregate {
+                function: AggregateFunction::Percentile { ppm },
+                arg: Some(Box::new(arg)),
+                distinct: false,
+            });
         }
         match list.args.as_slice() {
             [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]

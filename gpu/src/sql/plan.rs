@@ -327,6 +327,11 @@ pub enum AggregateFunction {
     Min,
     Max,
     Avg,
+    /// `APPROX_PERCENTILE(x, q)`: the nearest-rank percentile `q` (in millionths), from a
+    /// log-bucket histogram ([`crate::agg::Histogram`]): within 2^-8 of the value, relatively.
+    Percentile {
+        ppm: u32,
+    },
 }
 
 impl AggregateFunction {
@@ -337,6 +342,7 @@ impl AggregateFunction {
             AggregateFunction::Min => "MIN",
             AggregateFunction::Max => "MAX",
             AggregateFunction::Avg => "AVG",
+            AggregateFunction::Percentile { .. } => "APPROX_PERCENTILE",
         }
     }
 }
@@ -677,6 +683,9 @@ fn render(expr: &Expr, context: &RenderContext<'_>, f: &mut fmt::Formatter<'_>) 
             match arg {
                 Some(arg) => go(arg, f)?,
                 None => f.write_str("*")?,
+            }
+            if let AggregateFunction::Percentile { ppm } = function {
+                write!(f, ", {}.{:06}", ppm / 1_000_000, ppm % 1_000_000)?;
             }
             f.write_str(")")?;
             match context.over {

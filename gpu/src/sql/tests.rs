@@ -516,6 +516,7 @@ fn aggregate_strategy(width: usize) -> impl Strategy<Value = Expr> {
         Just(AggregateFunction::Min),
         Just(AggregateFunction::Max),
         Just(AggregateFunction::Avg),
+        (0u32..=1_000_000).prop_map(|ppm| AggregateFunction::Percentile { ppm }),
     ];
     prop_oneof![
         Just(Expr::Aggregate { function: AggregateFunction::CountRows, arg: None, distinct: false }),
@@ -728,4 +729,28 @@ CREATE PUMP PJ AS INSERT INTO J SELECT STREAM a.ticker, a.price, b.change
         &demo_input(),
     );
     assert_eq!(error.position, Some(Position { line: 3, column: 30 }), "{error}");
+}
+
+#[test]
+fn approximate_percentiles_parse_and_are_refused_clearly() {
+    let application = parse(
+        r#"CREATE STREAM O (ticker VARCHAR(4), p95 DOUBLE);
+CREATE PUMP P AS INSERT INTO O SELECT STREAM ticker_symbol, APPROX_PERCENTILE(price, 0.95) FROM SOURCE_SQL_STREAM_001
+  GROUP BY ticker_symbol, STEP(SOURCE_SQL_STREAM_001.ROWTIME BY INTERVAL '1' MINUTE);"#,
+    );
+    assert_eq!(
+        application.pumps[0].query.projection[1].expr,
+        Expr::Aggregate {
+            function: AggregateFunction::Percentile { ppm: 950_000 },
+            arg: Some(Box::new(PRICE)),
+            distinct: false
+        }
+    );
+    round_trip(&application, &demo_input());
+    let error = refused(
+        "CREATE STREAM O (p DOUBLE);\nCREATE PUMP P AS INSERT INTO O SELECT STREAM APPROX_PERCENTILE(price, 1.5) FROM SOURCE_SQL_STREAM_001\n  GROUP BY STEP(SOURCE_SQL_STREAM_001.ROWTIME BY INTERVAL '1' MINUTE);",
+        &demo_input(),
+    );
+    assert!(error.message.contains("a number from 0 to 1"), "{error}");
+    assert_eq!(error.position.map(|at| at.line), Some(2));
 }
