@@ -8,6 +8,11 @@
 //! that), does not exercise resharding or consumers, and keeps nothing: the bench stream is
 //! deleted at the end.
 
+/// The allocator `millrace serve` runs with (mimalloc): the in-process benches measure what
+/// the server does, and glibc's malloc, freeing records across threads, costs a tenth more.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod delivery_bench;
 mod engine_bench;
 mod fio;

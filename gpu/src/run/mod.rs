@@ -38,6 +38,11 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 
 use eval::{Env, Evaluator};
+
+/// Maps keyed by group bytes, on every row: a fast hash (foldhash) rather than SipHash. Keys
+/// are the application's own data; iteration order is never relied on (groups keep theirs in a
+/// `Vec`).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub use value::{Value, ValueError};
 
 use crate::agg::{hash::hash64, Distinct, Sum, TopK};
@@ -260,7 +265,7 @@ impl ApplicationRunner {
 
     fn drain(&mut self, queue: &mut VecDeque<(Name, Arrival)>, now_ms: i64, produced: &mut Produced) {
         while let Some((stream, arrival)) = queue.pop_front() {
-            for pump in self.pumps.iter_mut().filter(|pump| sources_of(&pump.pump).contains(&&stream)) {
+            for pump in self.pumps.iter_mut().filter(|pump| reads(&pump.pump, &stream)) {
                 let mut rows = Vec::new();
                 let mut errors = Vec::new();
                 match &arrival {
@@ -320,6 +325,15 @@ fn insert(target: &StreamDef, columns: &[usize], row: Row) -> Result<Row, (i64, 
         }
     }
     Ok(Row { rowtime_ms: row.rowtime_ms, values })
+}
+
+/// Whether a pump reads `stream` (without the allocation of [`sources_of`]: once per pump and
+/// row).
+fn reads(pump: &Pump, stream: &Name) -> bool {
+    match &pump.query.source {
+        Source::StreamJoin { left, right, .. } => &left.stream == stream || &right.stream == stream,
+        _ => source_of(pump) == stream,
+    }
 }
 
 /// The streams a pump reads (two for a stream-to-stream join).
@@ -384,7 +398,7 @@ struct PumpRunner {
 enum State {
     Rows,
     Tumbling { size_ms: u64, open: Option<(i64, Groups)> },
-    Sliding { partitions: HashMap<Vec<u8>, VecDeque<Held>> },
+    Sliding { partitions: FastMap<Vec<u8>, VecDeque<Held>> },
     Stagger { range_ms: u64, windows: Vec<(i64, Vec<u8>, Group)> },
     TopK { k: u32, size_ms: u64, column: usize, open: Option<(i64, TopK, HashMap<Vec<u8>, Value>)> },
     Distinct { size_ms: u64, column: usize, open: Option<(i64, Distinct)> },
@@ -394,7 +408,7 @@ enum State {
 /// A window's groups, in the order they first appeared.
 #[derive(Default)]
 struct Groups {
-    index: HashMap<Vec<u8>, usize>,
+    index: FastMap<Vec<u8>, usize>,
     groups: Vec<Group>,
 }
 
@@ -468,7 +482,7 @@ impl PumpRunner {
             (source, Window::Event { keys }) => State::Event(Box::new(event::EventState::new(source, keys))),
             (_, Window::None) => State::Rows,
             (_, Window::Tumbling { size_ms, .. }) => State::Tumbling { size_ms: *size_ms, open: None },
-            (_, Window::Sliding { .. }) => State::Sliding { partitions: HashMap::new() },
+            (_, Window::Sliding { .. }) => State::Sliding { partitions: FastMap::default() },
             (_, Window::Stagger { range_ms, .. }) => {
                 State::Stagger { range_ms: *range_ms, windows: Vec::new() }
             }

@@ -104,6 +104,20 @@ impl JsonPath {
     fn expands(&self) -> bool {
         self.steps.contains(&Step::Each)
     }
+
+    /// The one value a path without `[0:]` reaches, if any (no allocation: what a column's
+    /// mapping is).
+    fn select_one<'a>(&self, root: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        let mut current = root;
+        for step in &self.steps {
+            current = match (step, current) {
+                (Step::Field(name), serde_json::Value::Object(fields)) => fields.get(name)?,
+                (Step::Index(index), serde_json::Value::Array(items)) => items.get(*index)?,
+                _ => return None,
+            };
+        }
+        Some(current)
+    }
 }
 
 /// How records become rows.
@@ -170,10 +184,8 @@ impl InputSchema {
                             .iter()
                             .zip(&self.columns)
                             .map(|(mapping, column)| {
-                                let value = mapping
-                                    .select(row)
-                                    .first()
-                                    .map_or(Value::Null, |found| json_value(found));
+                                // Mappings reach one value (`json` refuses `[0:]` in them).
+                                let value = mapping.select_one(row).map_or(Value::Null, json_value);
                                 typed(value, column)
                             })
                             .collect()

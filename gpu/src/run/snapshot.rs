@@ -555,7 +555,7 @@ impl<'a> Reader<'a> {
             }
             (2, State::Sliding { .. }) => {
                 let count = self.count(1)?;
-                let mut partitions = HashMap::with_capacity(count);
+                let mut partitions = super::FastMap::with_capacity_and_hasher(count, Default::default());
                 for _ in 0..count {
                     let key = self.bytes()?.to_vec();
                     let rows = self.count(8)?;

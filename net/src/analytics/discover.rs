@@ -67,15 +67,77 @@ pub struct Discovered {
     pub parsed: Vec<Vec<String>>,
 }
 
+/// A JSON document with its objects' members in the order they were written.
+enum Node {
+    Object(Vec<(String, Node)>),
+    Array,
+    Scalar(serde_json::Value),
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Node;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                let mut members = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Node>()? {
+                    members.push((key, value));
+                }
+                Ok(Node::Object(members))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Node::Array)
+            }
+
+            fn visit_bool<E>(self, value: bool) -> Result<Node, E> {
+                Ok(Node::Scalar(value.into()))
+            }
+
+            fn visit_i64<E>(self, value: i64) -> Result<Node, E> {
+                Ok(Node::Scalar(value.into()))
+            }
+
+            fn visit_u64<E>(self, value: u64) -> Result<Node, E> {
+                Ok(Node::Scalar(value.into()))
+            }
+
+            fn visit_f64<E>(self, value: f64) -> Result<Node, E> {
+                Ok(Node::Scalar(value.into()))
+            }
+
+            fn visit_str<E>(self, value: &str) -> Result<Node, E> {
+                Ok(Node::Scalar(value.into()))
+            }
+
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Scalar(serde_json::Value::Null))
+            }
+
+            fn visit_none<E>(self) -> Result<Node, E> {
+                Ok(Node::Scalar(serde_json::Value::Null))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// The schema of `samples`; `None` when there is nothing to infer from.
 pub fn discover(samples: &[Vec<u8>]) -> Option<Discovered> {
     if samples.is_empty() {
         return None;
     }
-    let objects: Option<Vec<serde_json::Map<String, serde_json::Value>>> = samples
+    let objects: Option<Vec<Vec<(String, Node)>>> = samples
         .iter()
-        .map(|sample| match serde_json::from_slice::<serde_json::Value>(sample) {
-            Ok(serde_json::Value::Object(object)) => Some(object),
+        .map(|sample| match serde_json::from_slice::<Node>(sample) {
+            Ok(Node::Object(members)) => Some(members),
             _ => None,
         })
         .collect();
@@ -85,21 +147,25 @@ pub fn discover(samples: &[Vec<u8>]) -> Option<Discovered> {
     }
 }
 
-fn json(objects: &[serde_json::Map<String, serde_json::Value>]) -> Discovered {
+fn json(objects: &[Vec<(String, Node)>]) -> Discovered {
     fn walk(
-        object: &serde_json::Map<String, serde_json::Value>,
+        object: &[(String, Node)],
         path: &str,
         columns: &mut Vec<Column>,
         values: &mut Vec<(String, String)>,
     ) {
-        for (key, value) in object {
+        for (key, node) in object {
             let mapping = format!("{path}.{key}");
-            let kind = match value {
-                serde_json::Value::Object(inner) => {
+            let value = match node {
+                Node::Object(inner) => {
                     walk(inner, &mapping, columns, values);
                     continue;
                 }
-                serde_json::Value::Array(_) => continue,
+                Node::Array => continue,
+                Node::Scalar(value) => value,
+            };
+            let kind = match value {
+                serde_json::Value::Object(_) | serde_json::Value::Array(_) => continue,
                 serde_json::Value::Null => None,
                 serde_json::Value::Bool(_) => Some(Kind::Boolean),
                 serde_json::Value::Number(number) => Some(match number.as_i64() {
