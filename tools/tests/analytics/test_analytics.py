@@ -454,6 +454,63 @@ class OnTheGpu(FlinkStyle):
         assert log.count("pump(s) aggregate on the GPU") >= 2, log
 
 
+class DeliveryStreams(unittest.TestCase):
+    def test_from_a_delivery_stream_to_a_delivery_stream_and_into_the_s3_store(self):
+        """KinesisFirehoseInput and KinesisFirehoseOutput: records put with PutRecordBatch are
+        read by the application from the delivery stream's buffer, and its rows delivered by a
+        second delivery stream into the local S3 folder."""
+        firehose = SERVER.client(service="firehose")
+        kda = SERVER.client(service="kinesisanalytics")
+        bucket = "kda-out-bucket"
+
+        def create(name):
+            firehose.create_delivery_stream(
+                DeliveryStreamName=name, DeliveryStreamType="DirectPut",
+                ExtendedS3DestinationConfiguration={
+                    "RoleARN": ROLE, "BucketARN": f"arn:aws:s3:::{bucket}", "Prefix": f"{name}/",
+                    "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0}})
+            return f"arn:aws:firehose:{REGION}:{ACCOUNT}:deliverystream/{name}"
+
+        source, sink = create("kda-fh-in"), create("kda-fh-out")
+        kda.create_application(
+            ApplicationName="firehose-app",
+            Inputs=[{"NamePrefix": "SOURCE_SQL_STREAM",
+                     "KinesisFirehoseInput": {"ResourceARN": source, "RoleARN": ROLE},
+                     "InputSchema": TICKER_SCHEMA}],
+            Outputs=[{"Name": "DESTINATION_SQL_STREAM",
+                      "KinesisFirehoseOutput": {"ResourceARN": sink, "RoleARN": ROLE},
+                      "DestinationSchema": {"RecordFormatType": "CSV"}}],
+            ApplicationCode="""CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ticker VARCHAR(4), price DOUBLE);
+                CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
+                SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE PRICE > 50;""")
+        detail = kda.describe_application(ApplicationName="firehose-app")["ApplicationDetail"]
+        self.assertEqual(detail["InputDescriptions"][0]["KinesisFirehoseInputDescription"]["ResourceARN"], source)
+        self.assertEqual(detail["OutputDescriptions"][0]["KinesisFirehoseOutputDescription"]["ResourceARN"], sink)
+        kda.start_application(ApplicationName="firehose-app", InputConfigurations=[{
+            "Id": detail["InputDescriptions"][0]["InputId"],
+            "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"}}])
+        records = ticks(120, seed=41)
+        answer = firehose.put_record_batch(
+            DeliveryStreamName="kda-fh-in", Records=[{"Data": json.dumps(r).encode()} for r in records])
+        self.assertEqual(answer["FailedPutCount"], 0)
+        wanted = sorted(f"{r['TICKER_SYMBOL']},{rust_float(r['PRICE'])}\n" for r in records if r["PRICE"] > 50)
+        folder = os.path.join(SERVER.data_dir, "s3", bucket, "kda-fh-out")
+        deadline = time.time() + 30
+        lines = []
+        while time.time() < deadline:
+            lines = []
+            for root, _, files in os.walk(folder):
+                for name in files:
+                    if not name.startswith("."):
+                        with open(os.path.join(root, name)) as file:
+                            lines.extend(line + "\n" for line in file.read().splitlines())
+            if len(lines) >= len(wanted):
+                break
+            time.sleep(0.25)
+        self.assertEqual(sorted(lines), wanted)
+        kda.stop_application(ApplicationName="firehose-app")
+
+
 class Restarts(unittest.TestCase):
     def test_stop_and_start_at_the_last_stopped_point(self):
         fx = Fixture(SERVER, "laststop")
