@@ -1118,16 +1118,21 @@ impl Service for AnalyticsApi {
     }
 
     fn call(self: Arc<Self>, call: Call) -> ReplyFuture {
-        Box::pin(async move {
-            let protocol = call.head.protocol;
-            let operation = call.head.operation.clone().unwrap_or_default();
-            let request_id = call.head.request_id.clone();
-            Reply::target(
-                protocol,
-                self.handle(1, &operation, protocol, call.body.bytes(), &request_id).await,
-            )
-        })
+        serve(self, 1, call)
     }
+}
+
+/// One call of either API version: the same handler, told which version's shapes to use.
+fn serve(api: Arc<AnalyticsApi>, version: u8, call: Call) -> ReplyFuture {
+    Box::pin(async move {
+        let protocol = call.head.protocol;
+        let operation = call.head.operation.clone().unwrap_or_default();
+        let request_id = call.head.request_id.clone();
+        Reply::target(
+            protocol,
+            api.handle(version, &operation, protocol, call.body.bytes(), &request_id).await,
+        )
+    })
 }
 
 impl Service for AnalyticsV2 {
@@ -1144,14 +1149,6 @@ impl Service for AnalyticsV2 {
     }
 
     fn call(self: Arc<Self>, call: Call) -> ReplyFuture {
-        Box::pin(async move {
-            let protocol = call.head.protocol;
-            let operation = call.head.operation.clone().unwrap_or_default();
-            let request_id = call.head.request_id.clone();
-            Reply::target(
-                protocol,
-                self.0.handle(2, &operation, protocol, call.body.bytes(), &request_id).await,
-            )
-        })
+        serve(self.0.clone(), 2, call)
     }
 }
